@@ -1,0 +1,78 @@
+/* store: the only module that speaks SQL. A pool of asynchronous libpq connections on the
+ * event loop; every query is a prepared statement named by enum store_query; it reconnects
+ * by itself with backoff and reports unavailable while PostgreSQL is away. */
+#ifndef CONTACTD_STORE_H
+#define CONTACTD_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct event_base;
+struct store;
+
+enum store_query {
+	STORE_Q_SCHEMA_VERSION, /* () -> version */
+	STORE_Q_TOKEN_LOOKUP,	/* (token_hash) -> json {id,name,scopes} or no row */
+	STORE_Q_ADMIN_LIST,	/* (kind, after, limit) -> json {items,next} */
+	STORE_Q_ADMIN_GET,	/* (kind, key) -> json */
+	STORE_Q_ADMIN_CREATE,	/* (kind, body) -> json */
+	STORE_Q_ADMIN_UPDATE,	/* (kind, key, body) -> json */
+	STORE_Q_ADMIN_DELETE,	/* (kind, key) -> json */
+	STORE_Q__COUNT
+};
+
+enum store_status {
+	STORE_OK,
+	STORE_UNAVAILABLE, /* no connection, or it broke mid-query: nothing was committed */
+	STORE_NOT_FOUND,   /* SQLSTATE P0002 */
+	STORE_CONFLICT,	   /* 23505 unique, 23503 foreign key */
+	STORE_INVALID,	   /* 22xxx and 23514: the message names the field */
+	STORE_ERROR,	   /* anything else: logged by the store */
+};
+
+struct store_reply {
+	enum store_status status;
+	int rows;
+	const char *value;   /* first column of the first row, NULL when none or NULL */
+	const char *message; /* error message for NOT_FOUND / CONFLICT / INVALID */
+	const char *field;   /* PG_DIAG_COLUMN_NAME when the error named one */
+	double elapsed_s;
+};
+
+/* Called once per accepted query, from the event loop; REPLY lives until it returns. */
+typedef void (*store_cb)(void *arg, const struct store_reply *reply);
+
+/* Makes a pool of POOL_SIZE connections to CONNINFO (copied); connecting starts at once.
+ * Never fails for an unreachable database. */
+struct store *store_new(struct event_base *base, const char *conninfo, int pool_size);
+/* Closes every connection; pending callbacks are called with STORE_UNAVAILABLE first. */
+void store_free(struct store **s);
+
+/* Queues query Q with text PARAMS (copied; NULL is SQL NULL). Returns 0 when accepted (CB
+ * will be called exactly once, never from inside this call), or -1 when the store is
+ * unavailable or its queue is full (CB is not called: answer "unavailable" at once). */
+int store_call(struct store *s, enum store_query q, int nparams, const char *const *params,
+	       store_cb cb, void *arg);
+
+/* True while at least one connection is up. */
+bool store_available(const struct store *s);
+/* The schema version last read from schema_migrations (-1 when unknown). */
+int store_schema_version(const struct store *s);
+
+/* Called on every change of availability (and after a schema version is read). */
+void store_set_state_cb(struct store *s, void (*cb)(void *arg, bool up), void *arg);
+
+struct store_stats {
+	int connections_up;
+	int pool_size;
+	unsigned queued;
+	unsigned long long queries, errors;
+	/* query latency histogram: counts of queries at or below each bound (cumulative) */
+	const double *bounds;
+	int nbounds;
+	const unsigned long long *buckets; /* nbounds entries */
+	double sum_s;
+};
+void store_get_stats(const struct store *s, struct store_stats *st);
+
+#endif
