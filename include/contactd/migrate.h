@@ -16,13 +16,11 @@ extern const int migrate_script_count;
 /* The newest version this binary knows. */
 int migrate_latest_version(void);
 
-/* The SQL that applies script I in one transaction, under an advisory lock, skipping it
- * when its version is already recorded, and recording it. Malloc'd; caller frees. */
-char *migrate_wrap(int i);
-
 /* Blocking: applies every pending migration on CONN (start-up and --migrate only).
- * *applied_r counts the scripts applied now. Returns 0, or -1 with *error_r (static or
- * libpq-owned text valid until the next call). */
+ * *applied_r counts the scripts applied now. Each script runs in one transaction that also
+ * records its version, under an advisory lock so that several nodes may start at once;
+ * scripts already recorded are skipped. Returns 0, or -1 with *error_r malloc'd (the
+ * caller frees it) naming the script and PostgreSQL's message. */
 int migrate_run_blocking(PGconn *conn, int *applied_r, char **error_r);
 
 #endif

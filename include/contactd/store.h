@@ -59,6 +59,9 @@ bool store_available(const struct store *s);
 /* The schema version last read from schema_migrations (-1 when unknown). */
 int store_schema_version(const struct store *s);
 
+/* Reads schema_migrations again (after migrations ran); the state callback follows. */
+void store_refresh_schema_version(struct store *s);
+
 /* Called on every change of availability (and after a schema version is read). */
 void store_set_state_cb(struct store *s, void (*cb)(void *arg, bool up), void *arg);
 

@@ -1,0 +1,30 @@
+/* app: the daemon's shared context, owned by main.c. Modules keep a pointer to it and read
+ * the current config through it (SIGHUP swaps app->cfg). */
+#ifndef CONTACTD_APP_H
+#define CONTACTD_APP_H
+
+#include <stdbool.h>
+#include <time.h>
+
+struct event_base;
+struct config;
+struct store;
+struct worker_pool;
+struct http_server;
+
+struct app {
+	struct event_base *base;
+	struct config *cfg; /* current config; replaced whole on reload */
+	struct store *store;
+	struct worker_pool *workers;
+	struct http_server *http;
+	time_t started_at;
+	bool draining;	      /* SIGTERM: stop accepting, finish in-flight work */
+	bool migrating;	      /* start-up migrations running on a worker */
+	int migrate_failures; /* consecutive failed migration attempts */
+};
+
+/* Ready = store reachable and its schema at this binary's version. */
+bool app_ready(const struct app *app, const char **why_r);
+
+#endif

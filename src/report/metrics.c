@@ -1,0 +1,96 @@
+#include "contactd/metrics.h"
+
+#include "contactd/app.h"
+#include "contactd/http.h"
+#include "contactd/migrate.h"
+#include "contactd/store.h"
+
+#include <event2/buffer.h>
+#include <time.h>
+
+void metrics_render(const struct app *app, struct evbuffer *out)
+{
+	evbuffer_add_printf(out,
+			    "# HELP contactd_build_info Build information.\n"
+			    "# TYPE contactd_build_info gauge\n"
+			    "contactd_build_info{version=\"%s\",schema=\"%d\"} 1\n",
+			    CONTACTD_VERSION, migrate_latest_version());
+	evbuffer_add_printf(out,
+			    "# HELP contactd_start_time_seconds Start time of the process.\n"
+			    "# TYPE contactd_start_time_seconds gauge\n"
+			    "contactd_start_time_seconds %lld\n",
+			    (long long)app->started_at);
+	const char *why;
+	evbuffer_add_printf(out,
+			    "# HELP contactd_ready Whether the daemon is ready (store up, schema "
+			    "current).\n"
+			    "# TYPE contactd_ready gauge\n"
+			    "contactd_ready %d\n",
+			    app_ready(app, &why) ? 1 : 0);
+
+	if (app->http) {
+		struct http_stats hs;
+		http_server_get_stats(app->http, &hs);
+		evbuffer_add_printf(
+			out,
+			"# HELP contactd_connections_accepted_total Connections accepted, by "
+			"listener.\n"
+			"# TYPE contactd_connections_accepted_total counter\n"
+			"contactd_connections_accepted_total{listener=\"http\"} %llu\n"
+			"contactd_connections_accepted_total{listener=\"https\"} %llu\n",
+			hs.accepted_plain, hs.accepted_tls);
+		evbuffer_add_printf(out,
+				    "# HELP contactd_http_requests_total HTTP requests received.\n"
+				    "# TYPE contactd_http_requests_total counter\n"
+				    "contactd_http_requests_total %llu\n"
+				    "# HELP contactd_http_responses_total HTTP responses, by status "
+				    "class.\n"
+				    "# TYPE contactd_http_responses_total counter\n",
+				    hs.requests);
+		for (int c = 1; c <= 5; c++)
+			evbuffer_add_printf(out, "contactd_http_responses_total{class=\"%dxx\"} %llu\n",
+					    c, hs.responses_by_class[c]);
+		evbuffer_add_printf(out,
+				    "# HELP contactd_http_in_flight Requests waiting on the store "
+				    "or a worker.\n"
+				    "# TYPE contactd_http_in_flight gauge\n"
+				    "contactd_http_in_flight %u\n",
+				    http_server_in_flight(app->http));
+	}
+
+	struct store_stats st;
+	store_get_stats(app->store, &st);
+	evbuffer_add_printf(out,
+			    "# HELP contactd_store_up Whether at least one database connection "
+			    "is up.\n"
+			    "# TYPE contactd_store_up gauge\n"
+			    "contactd_store_up %d\n"
+			    "# HELP contactd_store_connections Database connections that are up.\n"
+			    "# TYPE contactd_store_connections gauge\n"
+			    "contactd_store_connections %d\n"
+			    "# HELP contactd_store_pool_size Configured database connections.\n"
+			    "# TYPE contactd_store_pool_size gauge\n"
+			    "contactd_store_pool_size %d\n"
+			    "# HELP contactd_store_queued Queries waiting for a connection.\n"
+			    "# TYPE contactd_store_queued gauge\n"
+			    "contactd_store_queued %u\n"
+			    "# HELP contactd_store_schema_version Schema version read from the "
+			    "database.\n"
+			    "# TYPE contactd_store_schema_version gauge\n"
+			    "contactd_store_schema_version %d\n"
+			    "# HELP contactd_store_errors_total Queries that failed.\n"
+			    "# TYPE contactd_store_errors_total counter\n"
+			    "contactd_store_errors_total %llu\n",
+			    st.connections_up > 0, st.connections_up, st.pool_size, st.queued,
+			    store_schema_version(app->store), st.errors);
+	evbuffer_add_printf(out, "# HELP contactd_store_query_seconds Query latency.\n"
+				 "# TYPE contactd_store_query_seconds histogram\n");
+	for (int i = 0; i < st.nbounds; i++)
+		evbuffer_add_printf(out, "contactd_store_query_seconds_bucket{le=\"%g\"} %llu\n",
+				    st.bounds[i], st.buckets[i]);
+	evbuffer_add_printf(out,
+			    "contactd_store_query_seconds_bucket{le=\"+Inf\"} %llu\n"
+			    "contactd_store_query_seconds_sum %.6f\n"
+			    "contactd_store_query_seconds_count %llu\n",
+			    st.queries, st.sum_s, st.queries);
+}

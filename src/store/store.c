@@ -1,0 +1,544 @@
+#include "contactd/store.h"
+
+#include "contactd/log.h"
+
+#include <event2/event.h>
+#include <libpq-fe.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define STORE_MAX_POOL	     64
+#define STORE_MAX_PARAMS     8
+#define STORE_MAX_QUEUED     10000
+#define STORE_CONNECT_TMO_S  10
+#define STORE_BACKOFF_MIN_MS 250
+#define STORE_BACKOFF_MAX_MS 5000
+
+/* Every statement the daemon runs: the SQL lives here and in sql/, nowhere else. */
+static const struct {
+	const char *name;
+	const char *sql;
+	int nparams;
+} queries[STORE_Q__COUNT] = {
+	[STORE_Q_SCHEMA_VERSION] = {"schema_version",
+				    "SELECT coalesce(max(version), 0)::text FROM schema_migrations",
+				    0},
+	[STORE_Q_TOKEN_LOOKUP] = {"token_lookup", "SELECT cd_token_lookup($1)::text", 1},
+	[STORE_Q_ADMIN_LIST] = {"admin_list", "SELECT cd_admin_list($1, $2, $3::int)::text", 3},
+	[STORE_Q_ADMIN_GET] = {"admin_get", "SELECT cd_admin_get($1, $2)::text", 2},
+	[STORE_Q_ADMIN_CREATE] = {"admin_create", "SELECT cd_admin_create($1, $2::jsonb)::text",
+				  2},
+	[STORE_Q_ADMIN_UPDATE] = {"admin_update",
+				  "SELECT cd_admin_update($1, $2, $3::jsonb)::text", 3},
+	[STORE_Q_ADMIN_DELETE] = {"admin_delete", "SELECT cd_admin_delete($1, $2)::text", 2},
+};
+
+static const double latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+					0.1,	0.25,  0.5,    1,     2.5,  5,     10};
+#define NBOUNDS ((int)(sizeof(latency_bounds) / sizeof(latency_bounds[0])))
+
+struct store_req {
+	enum store_query q;
+	int nparams;
+	char *params[STORE_MAX_PARAMS];
+	store_cb cb;
+	void *arg;
+	struct timespec started;
+	struct store_req *next;
+};
+
+enum conn_state { SC_DOWN, SC_CONNECTING, SC_IDLE, SC_PREPARING, SC_BUSY };
+
+struct store_conn {
+	struct store *s;
+	int idx;
+	enum conn_state state;
+	PGconn *pg;
+	struct event *ev_io;	/* connect phase: one-shot; afterwards persistent EV_READ */
+	struct event *ev_write; /* one-shot, while PQflush has more to send */
+	struct event *ev_retry;
+	int backoff_ms;
+	bool prepared[STORE_Q__COUNT];
+	struct store_req *cur;
+	PGresult *first; /* the first result of the current command */
+};
+
+struct store {
+	struct event_base *base;
+	char *conninfo;
+	int pool_size;
+	struct store_conn conns[STORE_MAX_POOL];
+	struct store_req *head, *tail;
+	unsigned queued;
+	int up;
+	int schema_version;
+	struct event *ev_dispatch;
+	void (*state_cb)(void *arg, bool up);
+	void *state_arg;
+	unsigned long long nqueries, nerrors;
+	unsigned long long buckets[NBOUNDS];
+	double sum_s;
+};
+
+static void conn_connect(struct store_conn *c);
+static void conn_io_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_dispatch(struct store_conn *c);
+static void schedule_dispatch(struct store *s);
+
+static double since(const struct timespec *t0)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static void req_free(struct store_req *r)
+{
+	for (int i = 0; i < r->nparams; i++)
+		free(r->params[i]);
+	free(r);
+}
+
+static void notify_state(struct store *s)
+{
+	if (s->state_cb)
+		s->state_cb(s->state_arg, s->up > 0);
+}
+
+static void finish(struct store *s, struct store_req *r, struct store_reply *rep)
+{
+	rep->elapsed_s = since(&r->started);
+	s->nqueries++;
+	s->sum_s += rep->elapsed_s;
+	for (int i = 0; i < NBOUNDS; i++)
+		if (rep->elapsed_s <= latency_bounds[i])
+			s->buckets[i]++;
+	if (rep->status == STORE_ERROR || rep->status == STORE_UNAVAILABLE)
+		s->nerrors++;
+	if (r->cb)
+		r->cb(r->arg, rep);
+	req_free(r);
+}
+
+static void fail_req(struct store *s, struct store_req *r, enum store_status st)
+{
+	struct store_reply rep = {.status = st};
+	finish(s, r, &rep);
+}
+
+static void conn_down(struct store_conn *c, const char *why)
+{
+	struct store *s = c->s;
+	bool was_up = c->state >= SC_IDLE;
+	if (c->pg) {
+		char q[256];
+		log_warn("store_disconnected", "conn=%d reason=%s", c->idx,
+			 log_quote(q, sizeof(q), why));
+	}
+	if (c->ev_io) {
+		event_free(c->ev_io);
+		c->ev_io = NULL;
+	}
+	if (c->ev_write) {
+		event_free(c->ev_write);
+		c->ev_write = NULL;
+	}
+	if (c->first) {
+		PQclear(c->first);
+		c->first = NULL;
+	}
+	if (c->pg) {
+		PQfinish(c->pg);
+		c->pg = NULL;
+	}
+	memset(c->prepared, 0, sizeof(c->prepared));
+	c->state = SC_DOWN;
+	if (was_up)
+		s->up--;
+	struct store_req *r = c->cur;
+	c->cur = NULL;
+	if (r)
+		fail_req(s, r, STORE_UNAVAILABLE);
+	if (s->up == 0) {
+		/* nothing left to run the queue: callers must hear "unavailable" now */
+		while (s->head) {
+			struct store_req *q = s->head;
+			s->head = q->next;
+			s->queued--;
+			fail_req(s, q, STORE_UNAVAILABLE);
+		}
+		s->tail = NULL;
+	}
+	if (was_up && s->up == 0)
+		notify_state(s);
+	c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : STORE_BACKOFF_MIN_MS;
+	if (c->backoff_ms > STORE_BACKOFF_MAX_MS)
+		c->backoff_ms = STORE_BACKOFF_MAX_MS;
+	/* jitter so that a pool does not reconnect in lock step */
+	int ms = c->backoff_ms / 2 + rand() % (c->backoff_ms / 2 + 1);
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	event_add(c->ev_retry, &tv);
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	conn_connect(arg);
+}
+
+static void want_io(struct store_conn *c, short what, int timeout_s)
+{
+	if (c->ev_io)
+		event_free(c->ev_io);
+	c->ev_io = event_new(c->s->base, PQsocket(c->pg), what, conn_io_cb, c);
+	struct timeval tv = {timeout_s, 0};
+	event_add(c->ev_io, timeout_s ? &tv : NULL);
+}
+
+static void version_cb(void *arg, const struct store_reply *rep)
+{
+	struct store *s = arg;
+	if (rep->status == STORE_OK && rep->value)
+		s->schema_version = atoi(rep->value);
+	else if (rep->status != STORE_UNAVAILABLE)
+		s->schema_version = 0; /* no schema_migrations table yet */
+	notify_state(s);
+}
+
+static void notice_cb(void *arg, const PGresult *res)
+{
+	struct store_conn *c = arg;
+	char q[512];
+	log_debug("store_notice", "conn=%d msg=%s", c->idx,
+		  log_quote(q, sizeof(q), PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)));
+}
+
+static void conn_connected(struct store_conn *c)
+{
+	struct store *s = c->s;
+	c->state = SC_IDLE;
+	c->backoff_ms = 0;
+	s->up++;
+	log_info("store_connected", "conn=%d server_version=%d up=%d", c->idx,
+		 PQserverVersion(c->pg), s->up);
+	PQsetNoticeReceiver(c->pg, notice_cb, c);
+	want_io(c, EV_READ | EV_PERSIST, 0);
+	if (s->up == 1)
+		store_call(s, STORE_Q_SCHEMA_VERSION, 0, NULL, version_cb, s);
+	conn_dispatch(c);
+	schedule_dispatch(s);
+}
+
+static void conn_poll(struct store_conn *c)
+{
+	switch (PQconnectPoll(c->pg)) {
+	case PGRES_POLLING_READING:
+		want_io(c, EV_READ, STORE_CONNECT_TMO_S);
+		break;
+	case PGRES_POLLING_WRITING:
+		want_io(c, EV_WRITE, STORE_CONNECT_TMO_S);
+		break;
+	case PGRES_POLLING_OK:
+		if (PQsetnonblocking(c->pg, 1) != 0) {
+			conn_down(c, "cannot set non-blocking");
+			return;
+		}
+		conn_connected(c);
+		break;
+	default:
+		conn_down(c, PQerrorMessage(c->pg));
+		break;
+	}
+}
+
+static void conn_connect(struct store_conn *c)
+{
+	static const char *const keys[] = {"application_name", "options", "connect_timeout",
+					   "dbname", NULL};
+	const char *vals[] = {"contactd", "-c statement_timeout=30s", "10", c->s->conninfo,
+			      NULL};
+	c->pg = PQconnectStartParams(keys, vals, 1);
+	if (!c->pg || PQstatus(c->pg) == CONNECTION_BAD) {
+		conn_down(c, c->pg ? PQerrorMessage(c->pg) : "out of memory");
+		return;
+	}
+	c->state = SC_CONNECTING;
+	want_io(c, EV_WRITE, STORE_CONNECT_TMO_S);
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct store_conn *c = arg;
+	int rc = PQflush(c->pg);
+	if (rc < 0)
+		conn_down(c, PQerrorMessage(c->pg));
+	else if (rc > 0)
+		event_add(c->ev_write, NULL);
+}
+
+static void conn_flush(struct store_conn *c)
+{
+	int rc = PQflush(c->pg);
+	if (rc < 0) {
+		conn_down(c, PQerrorMessage(c->pg));
+		return;
+	}
+	if (rc > 0) {
+		if (!c->ev_write)
+			c->ev_write = event_new(c->s->base, PQsocket(c->pg), EV_WRITE, flush_cb, c);
+		event_add(c->ev_write, NULL);
+	}
+}
+
+static void conn_send(struct store_conn *c)
+{
+	struct store_req *r = c->cur;
+	int ok;
+	if (!c->prepared[r->q]) {
+		c->state = SC_PREPARING;
+		ok = PQsendPrepare(c->pg, queries[r->q].name, queries[r->q].sql,
+				   queries[r->q].nparams, NULL);
+	} else {
+		c->state = SC_BUSY;
+		ok = PQsendQueryPrepared(c->pg, queries[r->q].name, r->nparams,
+					 (const char *const *)r->params, NULL, NULL, 0);
+	}
+	if (!ok) {
+		conn_down(c, PQerrorMessage(c->pg));
+		return;
+	}
+	conn_flush(c);
+}
+
+static void conn_dispatch(struct store_conn *c)
+{
+	struct store *s = c->s;
+	if (c->state != SC_IDLE || !s->head)
+		return;
+	c->cur = s->head;
+	s->head = c->cur->next;
+	if (!s->head)
+		s->tail = NULL;
+	s->queued--;
+	conn_send(c);
+}
+
+static enum store_status classify(const char *sqlstate)
+{
+	if (!sqlstate)
+		return STORE_UNAVAILABLE;
+	if (strcmp(sqlstate, "P0002") == 0)
+		return STORE_NOT_FOUND;
+	if (strcmp(sqlstate, "23505") == 0 || strcmp(sqlstate, "23503") == 0)
+		return STORE_CONFLICT;
+	if (strncmp(sqlstate, "22", 2) == 0 || strcmp(sqlstate, "23514") == 0 ||
+	    strcmp(sqlstate, "23502") == 0)
+		return STORE_INVALID;
+	if (strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "53", 2) == 0 ||
+	    strncmp(sqlstate, "57P", 3) == 0 || strcmp(sqlstate, "25006") == 0)
+		return STORE_UNAVAILABLE;
+	return STORE_ERROR;
+}
+
+/* The current command has produced all its results; C->first holds the first one. */
+static void conn_complete(struct store_conn *c)
+{
+	struct store *s = c->s;
+	struct store_req *r = c->cur;
+	PGresult *res = c->first;
+	c->first = NULL;
+	ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+	bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+
+	if (c->state == SC_PREPARING && ok) {
+		PQclear(res);
+		c->prepared[r->q] = true;
+		conn_send(c);
+		return;
+	}
+	c->cur = NULL;
+	c->state = SC_IDLE;
+	struct store_reply rep = {.status = STORE_OK};
+	if (ok) {
+		rep.rows = PQntuples(res);
+		if (rep.rows > 0 && PQnfields(res) > 0 && !PQgetisnull(res, 0, 0))
+			rep.value = PQgetvalue(res, 0, 0);
+	} else {
+		const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+		rep.status = classify(state);
+		rep.message = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+		rep.field = res ? PQresultErrorField(res, PG_DIAG_COLUMN_NAME) : NULL;
+		if (rep.status == STORE_ERROR || rep.status == STORE_UNAVAILABLE) {
+			char q[512];
+			log_error("store_query_failed", "conn=%d query=%s sqlstate=%s error=%s",
+				  c->idx, queries[r->q].name, state ? state : "-",
+				  log_quote(q, sizeof(q),
+					    rep.message ? rep.message : PQerrorMessage(c->pg)));
+		}
+		if (c->state == SC_PREPARING)
+			rep.status = rep.status == STORE_UNAVAILABLE ? STORE_UNAVAILABLE
+								     : STORE_ERROR;
+	}
+	finish(s, r, &rep);
+	PQclear(res);
+	if (c->pg && PQstatus(c->pg) == CONNECTION_BAD) {
+		conn_down(c, PQerrorMessage(c->pg));
+		return;
+	}
+	conn_dispatch(c);
+}
+
+static void conn_io_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct store_conn *c = arg;
+	if (c->state == SC_CONNECTING) {
+		if (what & EV_TIMEOUT) {
+			conn_down(c, "connect timeout");
+			return;
+		}
+		conn_poll(c);
+		return;
+	}
+	if (!PQconsumeInput(c->pg)) {
+		conn_down(c, PQerrorMessage(c->pg));
+		return;
+	}
+	while (c->state == SC_PREPARING || c->state == SC_BUSY) {
+		if (PQisBusy(c->pg))
+			return;
+		PGresult *res = PQgetResult(c->pg);
+		if (!res) {
+			conn_complete(c);
+			continue; /* a prepare may have sent the real query */
+		}
+		if (!c->first)
+			c->first = res;
+		else
+			PQclear(res);
+	}
+	if (!c->pg)
+		return; /* conn_down ran inside a callback */
+	/* idle: drop notices and notifications; a closed socket shows up as an error */
+	PGnotify *n;
+	while ((n = PQnotifies(c->pg)) != NULL)
+		PQfreemem(n);
+	if (PQstatus(c->pg) == CONNECTION_BAD)
+		conn_down(c, PQerrorMessage(c->pg));
+}
+
+static void dispatch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct store *s = arg;
+	for (int i = 0; i < s->pool_size && s->head; i++)
+		conn_dispatch(&s->conns[i]);
+}
+
+static void schedule_dispatch(struct store *s)
+{
+	event_active(s->ev_dispatch, EV_TIMEOUT, 0);
+}
+
+
+struct store *store_new(struct event_base *base, const char *conninfo, int pool_size)
+{
+	struct store *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->base = base;
+	s->conninfo = strdup(conninfo);
+	s->pool_size = pool_size < 1 ? 1 : pool_size > STORE_MAX_POOL ? STORE_MAX_POOL : pool_size;
+	s->schema_version = -1;
+	s->ev_dispatch = event_new(base, -1, 0, dispatch_cb, s);
+	for (int i = 0; i < s->pool_size; i++) {
+		struct store_conn *c = &s->conns[i];
+		c->s = s;
+		c->idx = i;
+		c->ev_retry = evtimer_new(base, retry_cb, c);
+		conn_connect(c);
+	}
+	return s;
+}
+
+void store_free(struct store **sp)
+{
+	struct store *s = *sp;
+	if (!s)
+		return;
+	*sp = NULL;
+	s->state_cb = NULL;
+	for (int i = 0; i < s->pool_size; i++) {
+		struct store_conn *c = &s->conns[i];
+		if (c->state != SC_DOWN)
+			conn_down(c, "shutdown");
+		event_free(c->ev_retry);
+	}
+	while (s->head) {
+		struct store_req *r = s->head;
+		s->head = r->next;
+		fail_req(s, r, STORE_UNAVAILABLE);
+	}
+	event_free(s->ev_dispatch);
+	free(s->conninfo);
+	free(s);
+}
+
+int store_call(struct store *s, enum store_query q, int nparams, const char *const *params,
+	       store_cb cb, void *arg)
+{
+	if (s->up == 0 || s->queued >= STORE_MAX_QUEUED || nparams > STORE_MAX_PARAMS ||
+	    nparams != queries[q].nparams)
+		return -1;
+	struct store_req *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -1;
+	r->q = q;
+	r->cb = cb;
+	r->arg = arg;
+	r->nparams = nparams;
+	for (int i = 0; i < nparams; i++)
+		r->params[i] = params[i] ? strdup(params[i]) : NULL;
+	clock_gettime(CLOCK_MONOTONIC, &r->started);
+	if (s->tail)
+		s->tail->next = r;
+	else
+		s->head = r;
+	s->tail = r;
+	s->queued++;
+	schedule_dispatch(s);
+	return 0;
+}
+
+bool store_available(const struct store *s)
+{
+	return s->up > 0;
+}
+
+int store_schema_version(const struct store *s)
+{
+	return s->schema_version;
+}
+
+void store_set_state_cb(struct store *s, void (*cb)(void *arg, bool up), void *arg)
+{
+	s->state_cb = cb;
+	s->state_arg = arg;
+}
+
+void store_get_stats(const struct store *s, struct store_stats *st)
+{
+	st->connections_up = s->up;
+	st->pool_size = s->pool_size;
+	st->queued = s->queued;
+	st->queries = s->nqueries;
+	st->errors = s->nerrors;
+	st->bounds = latency_bounds;
+	st->nbounds = NBOUNDS;
+	st->buckets = s->buckets;
+	st->sum_s = s->sum_s;
+}
+
+void store_refresh_schema_version(struct store *s)
+{
+	if (store_call(s, STORE_Q_SCHEMA_VERSION, 0, NULL, version_cb, s) < 0)
+		log_warn("store_version_check_skipped", "reason=unavailable");
+}
