@@ -235,7 +235,10 @@ static int run(struct config *cfg)
 	struct daemon d;
 	memset(&d, 0, sizeof(d));
 	struct app *app = &d.app;
-	app->cfg = cfg;
+	/* app->cfg is always heap-allocated: reload replaces and frees it */
+	app->cfg = malloc(sizeof(*app->cfg));
+	*app->cfg = *cfg;
+	cfg = app->cfg;
 	app->started_at = time(NULL);
 	signal(SIGPIPE, SIG_IGN);
 	evthread_use_pthreads();
@@ -256,6 +259,8 @@ static int run(struct config *cfg)
 		store_free(&app->store);
 		worker_pool_free(&app->workers);
 		event_base_free(app->base);
+		config_free(app->cfg);
+		free(app->cfg);
 		return 1;
 	}
 	d.ev_hup = evsignal_new(app->base, SIGHUP, hup_cb, &d);
@@ -290,8 +295,7 @@ static int run(struct config *cfg)
 	free(d.migrate_error);
 	log_info("stopped", "pid=%d", (int)getpid());
 	config_free(app->cfg);
-	if (app->cfg != cfg)
-		free(app->cfg); /* reloaded configs are heap-allocated; the first is the caller's */
+	free(app->cfg);
 	return 0;
 }
 

@@ -46,25 +46,33 @@ struct cfg_key {
 	const char *section;
 	const char *name;
 	enum cfg_type type;
-	size_t offset; /* of the field in struct config; its C type follows TYPE */
-	const char *def; /* default, as the text a file would hold */
-	long min, max;	 /* CFG_INT bounds, inclusive */
+	size_t offset;		      /* of the field in struct config; its C type follows TYPE */
+	const char *def;	      /* default, as the text a file would hold */
+	long min, max;		      /* CFG_INT bounds, inclusive */
 	const struct cfg_enum *words; /* CFG_ENUM, CFG_BOOL */
 	unsigned flags;
 	cfg_check_fn *check; /* optional */
 };
 
 /* offsetof that fails to compile when the field's type does not match the key's type. */
-#define FIELD(f, T) _Generic(((struct config *)0)->f, T: offsetof(struct config, f))
+#define FIELD(f, T) _Generic(((struct config *)0)->f, T : offsetof(struct config, f))
 
 #define KSTR(sec, key, f, def, flags, check)                                                       \
-	{sec, key, CFG_STR, FIELD(f, char *), def, 0, 0, NULL, flags, check}
+	{                                                                                          \
+		sec, key, CFG_STR, FIELD(f, char *), def, 0, 0, NULL, flags, check                 \
+	}
 #define KINT(sec, key, f, def, lo, hi, flags)                                                      \
-	{sec, key, CFG_INT, FIELD(f, long), def, lo, hi, NULL, flags, NULL}
+	{                                                                                          \
+		sec, key, CFG_INT, FIELD(f, long), def, lo, hi, NULL, flags, NULL                  \
+	}
 #define KENUM(sec, key, f, def, words, flags)                                                      \
-	{sec, key, CFG_ENUM, FIELD(f, int), def, 0, 0, words, flags, NULL}
+	{                                                                                          \
+		sec, key, CFG_ENUM, FIELD(f, int), def, 0, 0, words, flags, NULL                   \
+	}
 #define KBOOL(sec, key, f, def, words, flags)                                                      \
-	{sec, key, CFG_BOOL, FIELD(f, bool), def, 0, 0, words, flags, NULL}
+	{                                                                                          \
+		sec, key, CFG_BOOL, FIELD(f, bool), def, 0, 0, words, flags, NULL                  \
+	}
 
 /* ---- enums ---- */
 
@@ -118,16 +126,16 @@ static const struct {
 	size_t offset; /* of its address in struct config */
 	bool tls;      /* TLS from the first byte (the others may offer STARTTLS) */
 } listeners[] = {
-	{"client", FIELD(listen_client, char *), false},
-	{"client_tls", FIELD(listen_client_tls, char *), true},
-	{"phone", FIELD(listen_phone, char *), false},
-	{"phone_tls", FIELD(listen_phone_tls, char *), true},
-	{"lmtp", FIELD(listen_lmtp, char *), false},
-	{"smtp", FIELD(listen_smtp, char *), false},
-	{"http", FIELD(listen_http, char *), false},
-	{"https", FIELD(listen_https, char *), true},
+    {"client", FIELD(listen_client, char *), false},
+    {"client_tls", FIELD(listen_client_tls, char *), true},
+    {"phone", FIELD(listen_phone, char *), false},
+    {"phone_tls", FIELD(listen_phone_tls, char *), true},
+    {"lmtp", FIELD(listen_lmtp, char *), false},
+    {"smtp", FIELD(listen_smtp, char *), false},
+    {"http", FIELD(listen_http, char *), false},
+    {"https", FIELD(listen_https, char *), true},
 };
-#define N_LISTENERS (sizeof(listeners) / sizeof(listeners[0]))
+#define N_LISTENERS	 (sizeof(listeners) / sizeof(listeners[0]))
 #define LISTENER_CHOICES "client, client_tls, phone, phone_tls, lmtp, smtp, http, https"
 
 static bool is_hostname(const char *s)
@@ -268,8 +276,8 @@ static const char *check_file(const char *value, char *buf, size_t bufsz)
 
 /* Calls FN on each comma separated item of LIST, blanks around it trimmed; stops at the first
  * non-NULL answer and returns it. An empty LIST has no items; an empty item is an error. */
-static const char *each_item(const char *list, const char *(*fn)(const char *item, char *buf,
-								   size_t bufsz),
+static const char *each_item(const char *list,
+			     const char *(*fn)(const char *item, char *buf, size_t bufsz),
 			     char *buf, size_t bufsz)
 {
 	const char *p = list;
@@ -341,8 +349,8 @@ static const char *check_relay(const char *value, char *buf, size_t bufsz)
 	else if (strncmp(value, "smtps://", 8) == 0)
 		rest = value + 8;
 	if (!rest || parse_address(rest, host, sizeof(host), &port, &why) < 0) {
-		snprintf(buf, bufsz, "must be empty, smtp://host:port or smtps://host:port, got \"%s\"",
-			 value);
+		snprintf(buf, bufsz,
+			 "must be empty, smtp://host:port or smtps://host:port, got \"%s\"", value);
 		return buf;
 	}
 	return NULL;
@@ -352,46 +360,46 @@ static const char *check_relay(const char *value, char *buf, size_t bufsz)
 
 /* Every key, in the order of SPEC section 6 (and of config_dump). */
 static const struct cfg_key keys[] = {
-	KENUM("daemon", "log_level", log_level, "info", &level_words, 0),
-	KENUM("daemon", "log_target", log_target, "stderr", &target_words, CFG_RESTART),
+    KENUM("daemon", "log_level", log_level, "info", &level_words, 0),
+    KENUM("daemon", "log_target", log_target, "stderr", &target_words, CFG_RESTART),
 
-	/* conninfo may hold a password. */
-	KSTR("database", "conninfo", db_conninfo, "dbname=contactd", CFG_RESTART | CFG_SECRET, NULL),
-	KINT("database", "pool_size", db_pool_size, "4", 1, 64, CFG_RESTART),
-	KBOOL("database", "migrate", db_migrate_auto, "auto", &migrate_words, CFG_RESTART),
+    /* conninfo may hold a password. */
+    KSTR("database", "conninfo", db_conninfo, "dbname=contactd", CFG_RESTART | CFG_SECRET, NULL),
+    KINT("database", "pool_size", db_pool_size, "4", 1, 64, CFG_RESTART),
+    KBOOL("database", "migrate", db_migrate_auto, "auto", &migrate_words, CFG_RESTART),
 
-	KSTR("listen", "client", listen_client, "127.0.0.1:7400", 0, check_address),
-	KSTR("listen", "client_tls", listen_client_tls, "", 0, check_address),
-	KSTR("listen", "phone", listen_phone, "127.0.0.1:7410", 0, check_address),
-	KSTR("listen", "phone_tls", listen_phone_tls, "", 0, check_address),
-	KSTR("listen", "lmtp", listen_lmtp, "127.0.0.1:2424", 0, check_address),
-	KSTR("listen", "smtp", listen_smtp, "", 0, check_address),
-	KSTR("listen", "http", listen_http, "127.0.0.1:8080", 0, check_address),
-	KSTR("listen", "https", listen_https, "", 0, check_address),
+    KSTR("listen", "client", listen_client, "127.0.0.1:7400", 0, check_address),
+    KSTR("listen", "client_tls", listen_client_tls, "", 0, check_address),
+    KSTR("listen", "phone", listen_phone, "127.0.0.1:7410", 0, check_address),
+    KSTR("listen", "phone_tls", listen_phone_tls, "", 0, check_address),
+    KSTR("listen", "lmtp", listen_lmtp, "127.0.0.1:2424", 0, check_address),
+    KSTR("listen", "smtp", listen_smtp, "", 0, check_address),
+    KSTR("listen", "http", listen_http, "127.0.0.1:8080", 0, check_address),
+    KSTR("listen", "https", listen_https, "", 0, check_address),
 
-	KSTR("tls", "cert_file", tls_cert_file, "", 0, check_file),
-	KSTR("tls", "key_file", tls_key_file, "", 0, check_file),
-	KSTR("tls", "ca_file", tls_ca_file, "", 0, check_file),
-	KSTR("tls", "require_client_cert", tls_require_client_cert, "", 0, check_listeners),
+    KSTR("tls", "cert_file", tls_cert_file, "", 0, check_file),
+    KSTR("tls", "key_file", tls_key_file, "", 0, check_file),
+    KSTR("tls", "ca_file", tls_ca_file, "", 0, check_file),
+    KSTR("tls", "require_client_cert", tls_require_client_cert, "", 0, check_listeners),
 
-	KINT("limits", "max_frame_bytes", max_frame_bytes, "65536", 256, 16777216, 0),
-	KINT("limits", "max_email_bytes", max_email_bytes, "26214400", 1024, 1073741824, 0),
-	KINT("limits", "max_connections", max_connections, "50000", 1, 1000000, 0),
-	KINT("limits", "hello_timeout_s", hello_timeout_s, "10", 1, 3600, 0),
-	KINT("limits", "max_http_body_bytes", max_http_body_bytes, "1048576", 1024, 67108864, 0),
-	KINT("limits", "http_timeout_s", http_timeout_s, "30", 1, 3600, 0),
+    KINT("limits", "max_frame_bytes", max_frame_bytes, "65536", 256, 16777216, 0),
+    KINT("limits", "max_email_bytes", max_email_bytes, "26214400", 1024, 1073741824, 0),
+    KINT("limits", "max_connections", max_connections, "50000", 1, 1000000, 0),
+    KINT("limits", "hello_timeout_s", hello_timeout_s, "10", 1, 3600, 0),
+    KINT("limits", "max_http_body_bytes", max_http_body_bytes, "1048576", 1024, 67108864, 0),
+    KINT("limits", "http_timeout_s", http_timeout_s, "30", 1, 3600, 0),
 
-	KSTR("routing", "default_queue", routing_default_queue, "", 0, NULL),
-	KINT("routing", "offer_timeout_s", offer_timeout_s, "20", 1, 3600, 0),
-	KINT("routing", "reject_cooldown_s", reject_cooldown_s, "300", 0, 86400, 0),
-	KINT("routing", "sticky_agent_s", sticky_agent_s, "600", 0, 86400, 0),
+    KSTR("routing", "default_queue", routing_default_queue, "", 0, NULL),
+    KINT("routing", "offer_timeout_s", offer_timeout_s, "20", 1, 3600, 0),
+    KINT("routing", "reject_cooldown_s", reject_cooldown_s, "300", 0, 86400, 0),
+    KINT("routing", "sticky_agent_s", sticky_agent_s, "600", 0, 86400, 0),
 
-	KSTR("chat", "identity_secret", chat_identity_secret, "", CFG_SECRET, NULL),
+    KSTR("chat", "identity_secret", chat_identity_secret, "", CFG_SECRET, NULL),
 
-	KSTR("email", "relay", email_relay, "", 0, check_relay),
+    KSTR("email", "relay", email_relay, "", 0, check_relay),
 
-	KSTR("webhooks", "urls", webhooks_urls, "", 0, check_urls),
-	KSTR("webhooks", "secret", webhooks_secret, "", CFG_SECRET, NULL),
+    KSTR("webhooks", "urls", webhooks_urls, "", 0, check_urls),
+    KSTR("webhooks", "secret", webhooks_secret, "", CFG_SECRET, NULL),
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -506,12 +514,12 @@ struct load_ctx {
 	char *line; /* the physical line being served to inih */
 	size_t line_cap;
 	size_t line_len, line_off;
-	int lineno; /* of that line */
+	int lineno;  /* of that line */
 	char *error; /* the first error, malloc'd */
 };
 
 static void load_error(struct load_ctx *ctx, int line, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void load_error(struct load_ctx *ctx, int line, const char *fmt, ...)
 {
@@ -543,7 +551,8 @@ static char *load_reader(char *str, int num, void *stream)
 		ssize_t n = getline(&ctx->line, &ctx->line_cap, ctx->f);
 		if (n < 0) {
 			if (ferror(ctx->f))
-				load_error(ctx, 0, "cannot read: %s", strerror(errno ? errno : EIO));
+				load_error(ctx, 0, "cannot read: %s",
+					   strerror(errno ? errno : EIO));
 			return NULL;
 		}
 		ctx->lineno++;
@@ -609,7 +618,15 @@ static const char *listener_addr(const struct config *cfg, size_t i)
 	return *(char *const *)(const void *)((const char *)cfg + listeners[i].offset);
 }
 
-/* True when addresses A and B (both valid, non-empty) cannot both be bound. */
+static bool is_wildcard(const char *host)
+{
+	unsigned char bin[sizeof(struct in6_addr)];
+	return strcmp(host, "0.0.0.0") == 0 ||
+	       (inet_pton(AF_INET6, host, bin) == 1 && memcmp(bin, &in6addr_any, sizeof(bin)) == 0);
+}
+
+/* True when listeners on A and B (both valid, non-empty) would fight over one port: same
+ * port and the same host, or a wildcard host on either side. */
 static bool same_address(const char *a, const char *b)
 {
 	char ha[256], hb[256];
@@ -618,19 +635,11 @@ static bool same_address(const char *a, const char *b)
 	if (config_parse_address(a, ha, sizeof(ha), &pa) < 0 ||
 	    config_parse_address(b, hb, sizeof(hb), &pb) < 0 || pa != pb)
 		return false;
-	if (strcasecmp(ha, hb) == 0)
-		return true;
-	/* A wildcard takes the port on every address. */
-	if (strcmp(ha, "0.0.0.0") == 0 || strcmp(hb, "0.0.0.0") == 0)
+	if (is_wildcard(ha) || is_wildcard(hb))
 		return true;
 	if (inet_pton(AF_INET6, ha, ba) == 1 && inet_pton(AF_INET6, hb, bb) == 1)
-		return memcmp(ba, bb, sizeof(ba)) == 0 || memcmp(ba, &in6addr_any, sizeof(ba)) == 0 ||
-		       memcmp(bb, &in6addr_any, sizeof(bb)) == 0;
-	if (inet_pton(AF_INET6, ha, ba) == 1 && memcmp(ba, &in6addr_any, sizeof(ba)) == 0)
-		return true;
-	if (inet_pton(AF_INET6, hb, bb) == 1 && memcmp(bb, &in6addr_any, sizeof(bb)) == 0)
-		return true;
-	return false;
+		return memcmp(ba, bb, sizeof(ba)) == 0;
+	return strcasecmp(ha, hb) == 0;
 }
 
 /* Rules between keys; reported on line 0, naming the key to fix. */
@@ -657,11 +666,13 @@ static void validate(struct load_ctx *ctx)
 
 	if (*cfg->tls_require_client_cert) {
 		if (!*cfg->tls_cert_file)
-			load_error(ctx, 0,
-				   "key 'tls.cert_file': must be set: tls.require_client_cert is set");
+			load_error(
+			    ctx, 0,
+			    "key 'tls.cert_file': must be set: tls.require_client_cert is set");
 		if (!*cfg->tls_key_file)
-			load_error(ctx, 0,
-				   "key 'tls.key_file': must be set: tls.require_client_cert is set");
+			load_error(
+			    ctx, 0,
+			    "key 'tls.key_file': must be set: tls.require_client_cert is set");
 		if (!*cfg->tls_ca_file)
 			load_error(ctx, 0,
 				   "key 'tls.ca_file': must be set to verify client certificates: "
@@ -675,7 +686,8 @@ static void validate(struct load_ctx *ctx)
 		for (size_t j = 0; j < i; j++) {
 			const char *b = listener_addr(cfg, j);
 			if (*b && same_address(a, b))
-				load_error(ctx, 0, "key 'listen.%s': same address as listen.%s (%s)",
+				load_error(ctx, 0,
+					   "key 'listen.%s': same address as listen.%s (%s)",
 					   listeners[i].name, listeners[j].name, b);
 		}
 	}
@@ -713,7 +725,8 @@ int config_load(const char *path, struct config *cfg, char **error_r)
 		if (r == -2)
 			load_error(&ctx, 0, "out of memory");
 		else if (r > 0)
-			load_error(&ctx, r, "syntax error: expected \"[section]\" or \"key = value\"");
+			load_error(&ctx, r,
+				   "syntax error: expected \"[section]\" or \"key = value\"");
 		fclose(ctx.f);
 		free(ctx.line);
 	}

@@ -133,8 +133,9 @@ static void conn_down(struct store_conn *c, const char *why)
 	bool was_up = c->state >= SC_IDLE;
 	if (c->pg) {
 		char q[256];
-		log_warn("store_disconnected", "conn=%d reason=%s", c->idx,
-			 log_quote(q, sizeof(q), why));
+		log_msg(strcmp(why, "shutdown") == 0 ? LOG_LEVEL_INFO : LOG_LEVEL_WARN,
+			"store_disconnected", "conn=%d reason=%s", c->idx,
+			log_quote(q, sizeof(q), why));
 	}
 	if (c->ev_io) {
 		event_free(c->ev_io);
@@ -366,6 +367,8 @@ static void conn_complete(struct store_conn *c)
 	} else {
 		const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 		rep.status = classify(state);
+		if (r->q == STORE_Q_SCHEMA_VERSION && state && strcmp(state, "42P01") == 0)
+			rep.status = STORE_NOT_FOUND; /* no schema_migrations yet: version 0 */
 		rep.message = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
 		rep.field = res ? PQresultErrorField(res, PG_DIAG_COLUMN_NAME) : NULL;
 		if (rep.status == STORE_ERROR || rep.status == STORE_UNAVAILABLE) {

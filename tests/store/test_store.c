@@ -1,0 +1,222 @@
+/* The asynchronous store against a real PostgreSQL (CONTACTD_TEST_CONNINFO): migrations
+ * from empty and again, round trips, error mapping, unavailability and reconnection. */
+#include "contactd/migrate.h"
+#include "contactd/store.h"
+#include "contactd/store_cli.h"
+
+#include <check.h>
+#include <event2/event.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static char conninfo[1024];
+static struct event_base *base;
+
+struct result {
+	bool done;
+	enum store_status status;
+	char value[4096];
+	char field[64];
+};
+
+static void result_cb(void *arg, const struct store_reply *rep)
+{
+	struct result *r = arg;
+	r->done = true;
+	r->status = rep->status;
+	snprintf(r->value, sizeof(r->value), "%s", rep->value ? rep->value : "");
+	snprintf(r->field, sizeof(r->field), "%s", rep->field ? rep->field : "");
+}
+
+/* Runs the loop until COND holds or SECONDS pass. */
+#define RUN_UNTIL(cond, seconds)                                                                   \
+	do {                                                                                       \
+		time_t until_ = time(NULL) + (seconds);                                            \
+		while (!(cond) && time(NULL) < until_) {                                           \
+			event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);                      \
+			nanosleep(&(struct timespec){0, 2000000}, NULL);                           \
+		}                                                                                  \
+	} while (0)
+
+static PGconn *admin_conn(const char *ci)
+{
+	PGconn *c = PQconnectdb(ci);
+	ck_assert_msg(PQstatus(c) == CONNECTION_OK, "connect: %s", PQerrorMessage(c));
+	return c;
+}
+
+/* A fresh database per test: nothing leaks between them. */
+static void setup(void)
+{
+	const char *base_ci = getenv("CONTACTD_TEST_CONNINFO");
+	ck_assert_msg(base_ci && *base_ci, "CONTACTD_TEST_CONNINFO is not set (run scripts/test)");
+	char name[64];
+	snprintf(name, sizeof(name), "ctd_store_%d_%ld", (int)getpid(), (long)random());
+	PGconn *c = admin_conn(base_ci);
+	char sql[128];
+	snprintf(sql, sizeof(sql), "CREATE DATABASE %s", name);
+	PGresult *res = PQexec(c, sql);
+	ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "%s", PQerrorMessage(c));
+	PQclear(res);
+	PQfinish(c);
+	snprintf(conninfo, sizeof(conninfo), "%s dbname=%s", base_ci, name);
+	base = event_base_new();
+}
+
+static void teardown(void)
+{
+	event_base_free(base);
+}
+
+static struct store *connected_store(void)
+{
+	struct store *s = store_new(base, conninfo, 2);
+	RUN_UNTIL(store_available(s) && store_schema_version(s) >= 0, 10);
+	ck_assert(store_available(s));
+	return s;
+}
+
+static void call(struct store *s, enum store_query q, int n, const char *const *p,
+		 struct result *r)
+{
+	memset(r, 0, sizeof(*r));
+	ck_assert_int_eq(store_call(s, q, n, p, result_cb, r), 0);
+	ck_assert(!r->done); /* never called from inside store_call */
+	RUN_UNTIL(r->done, 10);
+	ck_assert(r->done);
+}
+
+START_TEST(migrations_from_empty_and_again)
+{
+	int applied = -1, version = -1;
+	char *err = NULL;
+	ck_assert_int_eq(store_cli_migrate(conninfo, &applied, &version, &err), 0);
+	ck_assert_int_eq(applied, migrate_script_count);
+	ck_assert_int_eq(version, migrate_latest_version());
+	ck_assert_int_eq(store_cli_migrate(conninfo, &applied, &version, &err), 0);
+	ck_assert_int_eq(applied, 0);
+	ck_assert_int_eq(version, migrate_latest_version());
+
+	struct store *s = connected_store();
+	ck_assert_int_eq(store_schema_version(s), migrate_latest_version());
+	store_free(&s);
+}
+END_TEST
+
+START_TEST(schema_version_zero_before_migrations)
+{
+	struct store *s = connected_store();
+	ck_assert_int_eq(store_schema_version(s), 0);
+	store_free(&s);
+}
+END_TEST
+
+START_TEST(admin_round_trip_and_error_mapping)
+{
+	int applied, version;
+	char *err = NULL;
+	ck_assert_int_eq(store_cli_migrate(conninfo, &applied, &version, &err), 0);
+	struct store *s = connected_store();
+	struct result r;
+
+	const char *create[2] = {"skills", "{\"name\":\"billing\"}"};
+	call(s, STORE_Q_ADMIN_CREATE, 2, create, &r);
+	ck_assert_int_eq(r.status, STORE_OK);
+	ck_assert_ptr_nonnull(strstr(r.value, "\"billing\""));
+
+	call(s, STORE_Q_ADMIN_CREATE, 2, create, &r);
+	ck_assert_int_eq(r.status, STORE_CONFLICT);
+
+	const char *get[2] = {"skills", "billing"};
+	call(s, STORE_Q_ADMIN_GET, 2, get, &r);
+	ck_assert_int_eq(r.status, STORE_OK);
+	ck_assert_ptr_nonnull(strstr(r.value, "\"billing\""));
+
+	const char *missing[2] = {"skills", "nosuch"};
+	call(s, STORE_Q_ADMIN_GET, 2, missing, &r);
+	ck_assert_msg(r.status == STORE_NOT_FOUND || (r.status == STORE_OK && !*r.value),
+		      "status %d", r.status);
+
+	const char *bad[2] = {"skills", "{\"name\":42}"};
+	call(s, STORE_Q_ADMIN_CREATE, 2, bad, &r);
+	ck_assert_int_eq(r.status, STORE_INVALID);
+	ck_assert_str_eq(r.field, "name");
+
+	const char *list[3] = {"skills", NULL, "10"};
+	call(s, STORE_Q_ADMIN_LIST, 3, list, &r);
+	ck_assert_int_eq(r.status, STORE_OK);
+	ck_assert_ptr_nonnull(strstr(r.value, "\"items\""));
+	store_free(&s);
+}
+END_TEST
+
+START_TEST(unreachable_database_is_unavailable)
+{
+	/* a port nobody listens on */
+	struct store *s = store_new(base, "host=127.0.0.1 port=1 dbname=x connect_timeout=2", 1);
+	RUN_UNTIL(false, 1);
+	ck_assert(!store_available(s));
+	struct result r = {0};
+	ck_assert_int_eq(store_call(s, STORE_Q_SCHEMA_VERSION, 0, NULL, result_cb, &r), -1);
+	ck_assert(!r.done);
+	store_free(&s);
+}
+END_TEST
+
+START_TEST(reconnects_after_backends_are_killed)
+{
+	struct store *s = connected_store();
+	RUN_UNTIL(false, 1); /* let the whole pool connect */
+	PGconn *c = admin_conn(conninfo);
+	PGresult *res = PQexec(c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+				  "WHERE application_name = 'contactd' AND datname = current_database()");
+	ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+	ck_assert_int_ge(PQntuples(res), 1);
+	PQclear(res);
+	PQfinish(c);
+	RUN_UNTIL(!store_available(s), 5);
+	/* it comes back by itself */
+	RUN_UNTIL(store_available(s), 15);
+	ck_assert(store_available(s));
+	struct result r;
+	call(s, STORE_Q_SCHEMA_VERSION, 0, NULL, &r);
+	ck_assert(r.status == STORE_OK || r.status == STORE_NOT_FOUND);
+	store_free(&s);
+}
+END_TEST
+
+START_TEST(pending_calls_fail_unavailable_on_free)
+{
+	struct store *s = connected_store();
+	struct result r = {0};
+	ck_assert_int_eq(store_call(s, STORE_Q_SCHEMA_VERSION, 0, NULL, result_cb, &r), 0);
+	store_free(&s);
+	ck_assert(r.done);
+	ck_assert_int_eq(r.status, STORE_UNAVAILABLE);
+}
+END_TEST
+
+int main(void)
+{
+	srandom((unsigned)time(NULL) ^ (unsigned)getpid());
+	Suite *su = suite_create("store");
+	TCase *tc = tcase_create("store");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, migrations_from_empty_and_again);
+	tcase_add_test(tc, schema_version_zero_before_migrations);
+	tcase_add_test(tc, admin_round_trip_and_error_mapping);
+	tcase_add_test(tc, unreachable_database_is_unavailable);
+	tcase_add_test(tc, reconnects_after_backends_are_killed);
+	tcase_add_test(tc, pending_calls_fail_unavailable_on_free);
+	suite_add_tcase(su, tc);
+	SRunner *sr = srunner_create(su);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
