@@ -17,10 +17,9 @@
 static void example_path(char *buf, size_t bufsz)
 {
 	const char *data = TESTS_DATA_DIR;
-	size_t n = strlen(data);
-	if (n >= 5 && strcmp(data + n - 5, "/data") == 0)
-		n -= 5;
-	snprintf(buf, bufsz, "%.*s/../config/contactd.conf.example", (int)n, data);
+	const char *slash = strrchr(data, '/');
+	int n = slash ? (int)(slash - data) : 1;
+	snprintf(buf, bufsz, "%.*s/../config/contactd.conf.example", n, slash ? data : ".");
 }
 
 /* Temp files made by a test, removed by teardown. */
