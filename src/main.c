@@ -190,7 +190,8 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
-		   (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000);
+		   (unsigned long long)ts.tv_sec * 1000000ULL +
+		       (unsigned long long)ts.tv_nsec / 1000);
 	struct config *next = calloc(1, sizeof(*next));
 	char *err = NULL;
 	char q[1024];
@@ -223,8 +224,9 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 	app->cfg = next;
 	config_free(old);
 	free(old);
-	log_setup(next->log_level, next->log_target);
+	/* logged under the old level, so that a switch to a quieter level is still seen */
 	log_info("reloaded", "path=%s log_level=%s", next->path, log_level_name(next->log_level));
+	log_setup(next->log_level, next->log_target);
 out:
 	sd_notify(0, "READY=1");
 	set_status(d);
@@ -275,7 +277,8 @@ static int run(struct config *cfg)
 	uint64_t wd_usec = 0;
 	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
 		d.ev_watchdog = event_new(app->base, -1, EV_PERSIST, watchdog_cb, NULL);
-		struct timeval wt = {(time_t)(wd_usec / 2 / 1000000), (suseconds_t)(wd_usec / 2 % 1000000)};
+		struct timeval wt = {(time_t)(wd_usec / 2 / 1000000),
+				     (suseconds_t)(wd_usec / 2 % 1000000)};
 		event_add(d.ev_watchdog, &wt);
 	}
 	log_info("started", "version=%s config=%s pid=%d schema_want=%d", CONTACTD_VERSION,
@@ -303,13 +306,13 @@ int main(int argc, char **argv)
 {
 	enum { OPT_CHECK = 256, OPT_MIGRATE, OPT_TOKEN, OPT_VERSION };
 	static const struct option opts[] = {
-		{"config", required_argument, NULL, 'c'},
-		{"check-config", no_argument, NULL, OPT_CHECK},
-		{"migrate", no_argument, NULL, OPT_MIGRATE},
-		{"create-api-token", no_argument, NULL, OPT_TOKEN},
-		{"version", no_argument, NULL, OPT_VERSION},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"config", required_argument, NULL, 'c'},
+	    {"check-config", no_argument, NULL, OPT_CHECK},
+	    {"migrate", no_argument, NULL, OPT_MIGRATE},
+	    {"create-api-token", no_argument, NULL, OPT_TOKEN},
+	    {"version", no_argument, NULL, OPT_VERSION},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *path = DEFAULT_CONFIG;
 	int mode = 0, c;
@@ -323,8 +326,9 @@ int main(int argc, char **argv)
 		case OPT_TOKEN:
 		case OPT_VERSION:
 			if (mode && mode != c) {
-				fprintf(stderr, "contactd: choose one of --check-config, --migrate, "
-						"--create-api-token, --version\n");
+				fprintf(stderr,
+					"contactd: choose one of --check-config, --migrate, "
+					"--create-api-token, --version\n");
 				return 2;
 			}
 			mode = c;

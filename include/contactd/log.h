@@ -17,7 +17,7 @@ bool log_enabled(enum log_level level);
 
 /* Writes "level=<l> event=<event> <fmt...>" as one line. fmt is key=value pairs. */
 void log_msg(enum log_level level, const char *event, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 #define log_debug(ev, ...) log_msg(LOG_LEVEL_DEBUG, ev, __VA_ARGS__)
 #define log_info(ev, ...)  log_msg(LOG_LEVEL_INFO, ev, __VA_ARGS__)

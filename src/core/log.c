@@ -29,8 +29,8 @@ const char *log_level_name(enum log_level level)
 
 static void libevent_log_cb(int severity, const char *msg)
 {
-	enum log_level l = severity == EVENT_LOG_DEBUG  ? LOG_LEVEL_DEBUG
-			   : severity == EVENT_LOG_MSG  ? LOG_LEVEL_INFO
+	enum log_level l = severity == EVENT_LOG_DEBUG	? LOG_LEVEL_DEBUG
+			   : severity == EVENT_LOG_MSG	? LOG_LEVEL_INFO
 			   : severity == EVENT_LOG_WARN ? LOG_LEVEL_WARN
 							: LOG_LEVEL_ERROR;
 	char q[512];
@@ -67,11 +67,8 @@ void log_msg(enum log_level level, const char *event, const char *fmt, ...)
 		va_start(ap, fmt);
 		int m = vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
 		va_end(ap);
-		if (m > 0)
-			n += m;
+		(void)m; /* a cut line is still written */
 	}
-	if ((size_t)n >= sizeof(line))
-		n = sizeof(line) - 1;
 	if (cur_target == LOG_TARGET_SYSLOG) {
 		static const int prio[] = {LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR};
 		syslog(prio[level], "%s", line);

@@ -38,7 +38,7 @@ int secret_token_new(char out[SECRET_TOKEN_LEN + 1])
 	if (RAND_bytes(raw, sizeof(raw)) != 1)
 		return -1;
 	static const char b64url[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 	memcpy(out, "ctd_", 4);
 	size_t o = 4;
 	unsigned acc = 0;

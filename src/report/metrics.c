@@ -32,23 +32,25 @@ void metrics_render(const struct app *app, struct evbuffer *out)
 		struct http_stats hs;
 		http_server_get_stats(app->http, &hs);
 		evbuffer_add_printf(
-			out,
-			"# HELP contactd_connections_accepted_total Connections accepted, by "
-			"listener.\n"
-			"# TYPE contactd_connections_accepted_total counter\n"
-			"contactd_connections_accepted_total{listener=\"http\"} %llu\n"
-			"contactd_connections_accepted_total{listener=\"https\"} %llu\n",
-			hs.accepted_plain, hs.accepted_tls);
-		evbuffer_add_printf(out,
-				    "# HELP contactd_http_requests_total HTTP requests received.\n"
-				    "# TYPE contactd_http_requests_total counter\n"
-				    "contactd_http_requests_total %llu\n"
-				    "# HELP contactd_http_responses_total HTTP responses, by status "
-				    "class.\n"
-				    "# TYPE contactd_http_responses_total counter\n",
-				    hs.requests);
+		    out,
+		    "# HELP contactd_connections_accepted_total Connections accepted, by "
+		    "listener.\n"
+		    "# TYPE contactd_connections_accepted_total counter\n"
+		    "contactd_connections_accepted_total{listener=\"http\"} %llu\n"
+		    "contactd_connections_accepted_total{listener=\"https\"} %llu\n",
+		    hs.accepted_plain, hs.accepted_tls);
+		evbuffer_add_printf(
+		    out,
+		    "# HELP contactd_http_requests_total HTTP requests received.\n"
+		    "# TYPE contactd_http_requests_total counter\n"
+		    "contactd_http_requests_total %llu\n"
+		    "# HELP contactd_http_responses_total HTTP responses, by status "
+		    "class.\n"
+		    "# TYPE contactd_http_responses_total counter\n",
+		    hs.requests);
 		for (int c = 1; c <= 5; c++)
-			evbuffer_add_printf(out, "contactd_http_responses_total{class=\"%dxx\"} %llu\n",
+			evbuffer_add_printf(out,
+					    "contactd_http_responses_total{class=\"%dxx\"} %llu\n",
 					    c, hs.responses_by_class[c]);
 		evbuffer_add_printf(out,
 				    "# HELP contactd_http_in_flight Requests waiting on the store "

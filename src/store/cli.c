@@ -68,8 +68,8 @@ int store_cli_create_api_token(const char *conninfo, int migrate, const char *na
 		return -1;
 	}
 	if (schema_version(conn) < migrate_latest_version()) {
-		*error_r = dup_error("the database schema is not current: run contactd --migrate",
-				     NULL);
+		*error_r =
+		    dup_error("the database schema is not current: run contactd --migrate", NULL);
 		PQfinish(conn);
 		return -1;
 	}
@@ -92,8 +92,8 @@ int store_cli_create_api_token(const char *conninfo, int migrate, const char *na
 	char *text = json_dumps(body, JSON_COMPACT);
 	json_decref(body);
 	const char *params[2] = {"api-tokens", text};
-	PGresult *res = PQexecParams(conn, "SELECT cd_admin_create($1, $2::jsonb)", 2, NULL,
-				     params, NULL, NULL, 0);
+	PGresult *res = PQexecParams(conn, "SELECT cd_admin_create($1, $2::jsonb)", 2, NULL, params,
+				     NULL, NULL, 0);
 	free(text);
 	int rc = 0;
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {

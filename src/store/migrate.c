@@ -50,8 +50,7 @@ static int exec(PGconn *conn, const char *what, const char *sql, int nparams,
 	return 0;
 }
 
-static int apply_one(PGconn *conn, const struct migrate_script *m, int *applied_r,
-		     char **error_r)
+static int apply_one(PGconn *conn, const struct migrate_script *m, int *applied_r, char **error_r)
 {
 	char ver[16];
 	snprintf(ver, sizeof(ver), "%d", m->version);
@@ -68,8 +67,8 @@ static int apply_one(PGconn *conn, const struct migrate_script *m, int *applied_
 		if (exec(conn, m->name, m->sql, 0, NULL, NULL, error_r) < 0)
 			goto fail;
 		if (exec(conn, m->name,
-			 "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", 2,
-			 params, NULL, error_r) < 0)
+			 "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", 2, params,
+			 NULL, error_r) < 0)
 			goto fail;
 	}
 	if (exec(conn, m->name, "COMMIT", 0, NULL, NULL, error_r) < 0)

@@ -21,21 +21,18 @@ static const struct {
 	const char *sql;
 	int nparams;
 } queries[STORE_Q__COUNT] = {
-	[STORE_Q_SCHEMA_VERSION] = {"schema_version",
-				    "SELECT coalesce(max(version), 0)::text FROM schema_migrations",
-				    0},
-	[STORE_Q_TOKEN_LOOKUP] = {"token_lookup", "SELECT cd_token_lookup($1)::text", 1},
-	[STORE_Q_ADMIN_LIST] = {"admin_list", "SELECT cd_admin_list($1, $2, $3::int)::text", 3},
-	[STORE_Q_ADMIN_GET] = {"admin_get", "SELECT cd_admin_get($1, $2)::text", 2},
-	[STORE_Q_ADMIN_CREATE] = {"admin_create", "SELECT cd_admin_create($1, $2::jsonb)::text",
-				  2},
-	[STORE_Q_ADMIN_UPDATE] = {"admin_update",
-				  "SELECT cd_admin_update($1, $2, $3::jsonb)::text", 3},
-	[STORE_Q_ADMIN_DELETE] = {"admin_delete", "SELECT cd_admin_delete($1, $2)::text", 2},
+    [STORE_Q_SCHEMA_VERSION] = {"schema_version",
+				"SELECT coalesce(max(version), 0)::text FROM schema_migrations", 0},
+    [STORE_Q_TOKEN_LOOKUP] = {"token_lookup", "SELECT cd_token_lookup($1)::text", 1},
+    [STORE_Q_ADMIN_LIST] = {"admin_list", "SELECT cd_admin_list($1, $2, $3::int)::text", 3},
+    [STORE_Q_ADMIN_GET] = {"admin_get", "SELECT cd_admin_get($1, $2)::text", 2},
+    [STORE_Q_ADMIN_CREATE] = {"admin_create", "SELECT cd_admin_create($1, $2::jsonb)::text", 2},
+    [STORE_Q_ADMIN_UPDATE] = {"admin_update", "SELECT cd_admin_update($1, $2, $3::jsonb)::text", 3},
+    [STORE_Q_ADMIN_DELETE] = {"admin_delete", "SELECT cd_admin_delete($1, $2)::text", 2},
 };
 
 static const double latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-					0.1,	0.25,  0.5,    1,     2.5,  5,     10};
+					0.1,	0.25,  0.5,    1,     2.5,  5,	   10};
 #define NBOUNDS ((int)(sizeof(latency_bounds) / sizeof(latency_bounds[0])))
 
 struct store_req {
@@ -256,8 +253,7 @@ static void conn_connect(struct store_conn *c)
 {
 	static const char *const keys[] = {"application_name", "options", "connect_timeout",
 					   "dbname", NULL};
-	const char *vals[] = {"contactd", "-c statement_timeout=30s", "10", c->s->conninfo,
-			      NULL};
+	const char *vals[] = {"contactd", "-c statement_timeout=30s", "10", c->s->conninfo, NULL};
 	c->pg = PQconnectStartParams(keys, vals, 1);
 	if (!c->pg || PQstatus(c->pg) == CONNECTION_BAD) {
 		conn_down(c, c->pg ? PQerrorMessage(c->pg) : "out of memory");
@@ -379,8 +375,8 @@ static void conn_complete(struct store_conn *c)
 					    rep.message ? rep.message : PQerrorMessage(c->pg)));
 		}
 		if (c->state == SC_PREPARING)
-			rep.status = rep.status == STORE_UNAVAILABLE ? STORE_UNAVAILABLE
-								     : STORE_ERROR;
+			rep.status =
+			    rep.status == STORE_UNAVAILABLE ? STORE_UNAVAILABLE : STORE_ERROR;
 	}
 	finish(s, r, &rep);
 	PQclear(res);
@@ -440,7 +436,6 @@ static void schedule_dispatch(struct store *s)
 {
 	event_active(s->ev_dispatch, EV_TIMEOUT, 0);
 }
-
 
 struct store *store_new(struct event_base *base, const char *conninfo, int pool_size)
 {

@@ -80,8 +80,7 @@ static struct store *connected_store(void)
 	return s;
 }
 
-static void call(struct store *s, enum store_query q, int n, const char *const *p,
-		 struct result *r)
+static void call(struct store *s, enum store_query q, int n, const char *const *p, struct result *r)
 {
 	memset(r, 0, sizeof(*r));
 	ck_assert_int_eq(store_call(s, q, n, p, result_cb, r), 0);
@@ -172,8 +171,9 @@ START_TEST(reconnects_after_backends_are_killed)
 	struct store *s = connected_store();
 	RUN_UNTIL(false, 1); /* let the whole pool connect */
 	PGconn *c = admin_conn(conninfo);
-	PGresult *res = PQexec(c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-				  "WHERE application_name = 'contactd' AND datname = current_database()");
+	PGresult *res =
+	    PQexec(c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+		      "WHERE application_name = 'contactd' AND datname = current_database()");
 	ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
 	ck_assert_int_ge(PQntuples(res), 1);
 	PQclear(res);

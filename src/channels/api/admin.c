@@ -14,14 +14,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ADMIN_DEFAULT_LIMIT  50
-#define ADMIN_MAX_LIMIT	     500
-#define ADMIN_MAX_KEY	     320
-#define PASSWORD_MIN	     8
-#define PASSWORD_MAX	     1024
+#define ADMIN_DEFAULT_LIMIT 50
+#define ADMIN_MAX_LIMIT	    500
+#define ADMIN_MAX_KEY	    320
+#define PASSWORD_MIN	    8
+#define PASSWORD_MAX	    1024
 
-static const char *const kinds[] = {"skills",	"sla-policies", "queues",
-				    "agents",	"inboxes",	"api-tokens"};
+static const char *const kinds[] = {"skills", "sla-policies", "queues",
+				    "agents", "inboxes",      "api-tokens"};
 
 bool admin_is_kind(const char *seg)
 {
@@ -198,8 +198,8 @@ static void handle_list(struct api_req *r)
 		char *end;
 		n = strtol(lim, &end, 10);
 		if (!*lim || *end || n < 1 || n > ADMIN_MAX_LIMIT) {
-			api_reply_error(r, 400, "invalid", "limit: must be an integer from 1 to 500",
-					"limit");
+			api_reply_error(r, 400, "invalid",
+					"limit: must be an integer from 1 to 500", "limit");
 			return;
 		}
 	}

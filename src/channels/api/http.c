@@ -138,8 +138,8 @@ json_t *api_read_object(struct api_req *r)
 	json_t *v = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!v) {
 		char msg[256];
-		snprintf(msg, sizeof(msg), "body: invalid JSON at line %d column %d: %s",
-			 jerr.line, jerr.column, jerr.text);
+		snprintf(msg, sizeof(msg), "body: invalid JSON at line %d column %d: %s", jerr.line,
+			 jerr.column, jerr.text);
 		api_reply_error(r, 400, "invalid", msg, "body");
 		return NULL;
 	}
@@ -224,13 +224,13 @@ static void token_cb(void *arg, const struct store_reply *rep)
 
 static void authenticate(struct api_req *r)
 {
-	const char *h = evhttp_find_header(evhttp_request_get_input_headers(r->req),
-					   "Authorization");
+	const char *h =
+	    evhttp_find_header(evhttp_request_get_input_headers(r->req), "Authorization");
 	if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
 		evhttp_add_header(evhttp_request_get_output_headers(r->req), "WWW-Authenticate",
 				  "Bearer");
-		api_reply_error(r, 401, "unauthorized", "an Authorization: Bearer token is required",
-				NULL);
+		api_reply_error(r, 401, "unauthorized",
+				"an Authorization: Bearer token is required", NULL);
 		return;
 	}
 	const char *tok = h + 7;
@@ -309,9 +309,9 @@ static void on_request(struct evhttp_request *req, void *arg)
 		return;
 	}
 
-	if (r->nsegs == 1 && (strcmp(r->segs[0], "healthz") == 0 ||
-			      strcmp(r->segs[0], "readyz") == 0 ||
-			      strcmp(r->segs[0], "metrics") == 0)) {
+	if (r->nsegs == 1 &&
+	    (strcmp(r->segs[0], "healthz") == 0 || strcmp(r->segs[0], "readyz") == 0 ||
+	     strcmp(r->segs[0], "metrics") == 0)) {
 		if (!is_method(r, EVHTTP_REQ_GET)) {
 			evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
 			api_reply_error(r, 405, "method_not_allowed", "use GET", NULL);
@@ -363,7 +363,7 @@ static void apply_limits(struct evhttp *http, const struct config *cfg)
 	evhttp_set_max_body_size(http, cfg->max_http_body_bytes);
 	evhttp_set_timeout(http, (int)cfg->http_timeout_s);
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
-						 EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
+					     EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
 	evhttp_set_default_content_type(http, "application/json");
 }
 
@@ -388,7 +388,8 @@ static struct evhttp_bound_socket *bind_addr(struct evhttp *http, const char *na
 		*error_r = errorf("listen.%s: bad address %s", name, addr);
 		return NULL;
 	}
-	struct evhttp_bound_socket *b = evhttp_bind_socket_with_handle(http, host, (ev_uint16_t)port);
+	struct evhttp_bound_socket *b =
+	    evhttp_bind_socket_with_handle(http, host, (ev_uint16_t)port);
 	if (!b)
 		*error_r = errorf("listen.%s: cannot bind %s (in use, or not a local address?)",
 				  name, addr);
@@ -411,8 +412,8 @@ struct http_server *http_server_new(struct app *app, char **error_r)
 	srv->app = app;
 	const struct config *cfg = app->cfg;
 	if (*cfg->listen_https) {
-		srv->tls_ctx = tls_server_ctx_new(cfg, config_requires_client_cert(cfg, "https"),
-						  error_r);
+		srv->tls_ctx =
+		    tls_server_ctx_new(cfg, config_requires_client_cert(cfg, "https"), error_r);
 		if (!srv->tls_ctx)
 			goto fail;
 	}
