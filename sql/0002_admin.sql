@@ -284,7 +284,7 @@ $$;
 
 -- Timestamps are shown as UTC ISO 8601 with milliseconds, like SPEC's "at".
 CREATE FUNCTION cd_ts(p_t timestamptz) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql STABLE AS $$
     SELECT to_char(p_t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
 $$;
 

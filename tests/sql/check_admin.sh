@@ -4,7 +4,7 @@
 #
 #   tests/sql/check_admin.sh [-v]
 #
-# 1. starts a cluster with pg-sandbox (../shared/bench/pg-sandbox, or $PG_SANDBOX),
+# 1. starts a cluster with scripts/pg-sandbox (or $PG_SANDBOX),
 # 2. applies every migration the way the daemon does (BEGIN; the whole file as
 #    one simple query; INSERT INTO schema_migrations; COMMIT) into schema public,
 # 3. applies them again from empty into a fresh schema, this time split into
@@ -16,8 +16,8 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-SANDBOX=${PG_SANDBOX:-$ROOT/../shared/bench/pg-sandbox}
-[[ -x $SANDBOX ]] || SANDBOX=/work/shared/bench/pg-sandbox
+SANDBOX=${PG_SANDBOX:-$ROOT/scripts/pg-sandbox}
+[[ -x $SANDBOX ]] || { echo "pg-sandbox not found: $SANDBOX" >&2; exit 1; }
 VERBOSE=0
 [[ ${1:-} == -v ]] && VERBOSE=1
 
@@ -904,6 +904,46 @@ check "api-tokens: a revoked token's name can be reused" <<'SQL'
 SELECT cd_admin_create('api-tokens', '{"name":"ci","scopes":["reports:read"],"token_hash":"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"}') ->> 'name' = 'ci';
 SELECT count(*) = 2 FROM api_tokens WHERE name = 'ci'
 SQL
+
+# ---------------------------------------------------------------------------
+# Paging, every kind: pages of 1 and of 2 list each live row once, in id order
+# ---------------------------------------------------------------------------
+for kind in skills sla-policies queues agents inboxes api-tokens; do
+check "$kind: list pages of 1 and 2 cover every live row once, in id order" <<SQL
+DO \$\$
+DECLARE
+    v_after text; v_page jsonb; v_ids bigint[]; v_want bigint[]; v_lim int; v_pages int;
+BEGIN
+    v_want := CASE '$kind'
+        WHEN 'skills' THEN ARRAY(SELECT id FROM skills ORDER BY id)
+        WHEN 'sla-policies' THEN ARRAY(SELECT id FROM sla_policies ORDER BY id)
+        WHEN 'queues' THEN ARRAY(SELECT id FROM queues ORDER BY id)
+        WHEN 'agents' THEN ARRAY(SELECT id FROM agents WHERE deleted_at IS NULL ORDER BY id)
+        WHEN 'inboxes' THEN ARRAY(SELECT id FROM inboxes ORDER BY id)
+        WHEN 'api-tokens' THEN ARRAY(SELECT id FROM api_tokens WHERE revoked_at IS NULL ORDER BY id) END;
+    IF cardinality(v_want) < 2 THEN RAISE EXCEPTION 'too few rows to page: %', v_want; END IF;
+    FOREACH v_lim IN ARRAY ARRAY[1, 2] LOOP
+        v_after := NULL; v_ids := '{}'; v_pages := 0;
+        LOOP
+            v_page := cd_admin_list('$kind', v_after, v_lim);
+            v_pages := v_pages + 1;
+            IF jsonb_array_length(v_page -> 'items') > v_lim THEN RAISE EXCEPTION 'page too long: %', v_page; END IF;
+            v_ids := v_ids || ARRAY(SELECT (e ->> 'id')::bigint FROM jsonb_array_elements(v_page -> 'items') e);
+            EXIT WHEN v_page ->> 'next' IS NULL;
+            v_after := v_page ->> 'next';
+            IF v_pages > 1000 THEN RAISE EXCEPTION 'no end'; END IF;
+        END LOOP;
+        IF v_ids IS DISTINCT FROM v_want THEN RAISE EXCEPTION 'lim %: listed % want %', v_lim, v_ids, v_want; END IF;
+        -- a page is exactly what get returns for each item
+        IF EXISTS (SELECT 1 FROM jsonb_array_elements(cd_admin_list('$kind', NULL, 500) -> 'items') e
+                    WHERE e IS DISTINCT FROM cd_admin_get('$kind', e ->> 'id')) THEN
+            RAISE EXCEPTION 'list and get differ';
+        END IF;
+    END LOOP;
+END \$\$;
+SELECT true
+SQL
+done
 
 # ---------------------------------------------------------------------------
 # Deletes and what is in use
