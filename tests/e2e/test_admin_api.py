@@ -119,8 +119,13 @@ class AdminApi(DaemonTest):
         self.assert_error(self.req("GET", "/v1/skills?after=xyz"), 400, "invalid", "after")
 
     def test_413_over_the_body_limit(self):
-        status, _, _ = self.req("POST", "/v1/skills", {"name": "x" * 10000})
+        # just over the limit (4096 here): our JSON error
+        self.assert_error(self.req("POST", "/v1/skills", {"name": "x" * 5000}), 413,
+                          "too_large", "body")
+        # far over it: refused by the HTTP layer before the body is read
+        status, _, _ = self.req("POST", "/v1/skills", {"name": "x" * 100000})
         self.assertEqual(status, 413)
+        self.assertEqual(self.req("GET", "/readyz")[0], 200)
 
     def test_404_and_405(self):
         self.assert_error(self.req("GET", "/v1/nothing"), 404, "not_found")
