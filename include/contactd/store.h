@@ -25,7 +25,8 @@ enum store_status {
 	STORE_OK,
 	STORE_UNAVAILABLE, /* no connection, or it broke mid-query: nothing was committed */
 	STORE_NOT_FOUND,   /* SQLSTATE P0002 */
-	STORE_CONFLICT,	   /* 23505 unique, 23503 foreign key */
+	STORE_CONFLICT,	   /* 23505 unique, 23503 foreign key, 55000 wrong state */
+	STORE_FORBIDDEN,   /* 42501: the caller may not do this */
 	STORE_INVALID,	   /* 22xxx and 23514: the message names the field */
 	STORE_ERROR,	   /* anything else: logged by the store */
 };
@@ -53,6 +54,16 @@ void store_free(struct store **s);
  * unavailable or its queue is full (CB is not called: answer "unavailable" at once). */
 int store_call(struct store *s, enum store_query q, int nparams, const char *const *params,
 	       store_cb cb, void *arg);
+
+/* Group commit. Adds PAYLOAD (stolen) as one item of the next call of batch query Q, which
+ * takes a JSON array of items and returns an array with one result per item, all in one
+ * transaction. Items that arrive while every connection is busy go out together (at most
+ * 100 per call). CB gets its own item's result as reply->value (a JSON text), only after
+ * the whole call committed; when the call failed as a whole, each item is tried again
+ * alone. Returns 0, or -1 (unavailable, queue full; CB is not called). */
+struct json_t;
+int store_batch_add(struct store *s, enum store_query q, struct json_t *payload, store_cb cb,
+		    void *arg);
 
 /* True while at least one connection is up. */
 bool store_available(const struct store *s);

@@ -116,6 +116,9 @@ void api_reply_store_error(struct api_req *r, const struct store_reply *rep)
 	case STORE_INVALID:
 		api_reply_error(r, 400, "invalid", rep->message, rep->field);
 		break;
+	case STORE_FORBIDDEN:
+		api_reply_error(r, 403, "forbidden", rep->message, NULL);
+		break;
 	case STORE_UNAVAILABLE:
 		api_reply_unavailable(r);
 		break;
