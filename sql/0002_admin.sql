@@ -1065,8 +1065,23 @@ BEGIN
         -- soft delete: history keeps pointing at the row; the login is freed
         UPDATE agents SET deleted_at = now(), status = 'offline', status_at = now() WHERE id = v_id;
         DELETE FROM agent_skills WHERE agent_id = v_id;
-        UPDATE offers SET state = 'revoked', reason = 'cancelled', decided_at = now()
-         WHERE agent_id = v_id AND state = 'pending';
+        -- its pending offers are revoked and their conversations wait in
+        -- their queue again (an `offered` conversation always has a pending
+        -- offer).  Conversations are locked before offers, as everywhere.
+        PERFORM 1 FROM conversations
+          WHERE id IN (SELECT conversation_id FROM offers WHERE agent_id = v_id AND state = 'pending')
+          ORDER BY id FOR NO KEY UPDATE;
+        WITH r AS (
+            UPDATE offers SET state = 'revoked', reason = 'cancelled', decided_at = now()
+             WHERE agent_id = v_id AND state = 'pending'
+            RETURNING id, conversation_id
+        ), q AS (
+            UPDATE conversations c SET status = 'queued'
+              FROM r WHERE c.id = r.conversation_id AND c.status = 'offered'
+        )
+        INSERT INTO conversation_events (conversation_id, kind, data)
+        SELECT r.conversation_id, 'revoked', jsonb_build_object('offer', r.id, 'agent', v_id, 'reason', 'cancelled')
+          FROM r;
 
     WHEN 'inboxes' THEN
         SELECT address INTO v_name FROM inboxes WHERE id = v_id FOR UPDATE;

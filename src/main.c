@@ -1,9 +1,11 @@
 /* contactd: process lifecycle — arguments, config, signals, systemd notify, the loop. */
 #include "contactd/app.h"
+#include "contactd/chat.h"
 #include "contactd/config.h"
 #include "contactd/http.h"
 #include "contactd/log.h"
 #include "contactd/migrate.h"
+#include "contactd/ndjson.h"
 #include "contactd/store.h"
 #include "contactd/store_cli.h"
 #include "contactd/worker.h"
@@ -148,7 +150,8 @@ static void janitor_cb(evutil_socket_t fd, short what, void *arg)
 	maybe_migrate(d);
 	if (!app->draining)
 		return;
-	unsigned pending = app->http ? http_server_in_flight(app->http) : 0;
+	unsigned pending = (app->http ? http_server_in_flight(app->http) : 0) +
+			   (app->chat ? chat_in_flight(app->chat) : 0);
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	bool timeout = now.tv_sec - d->drain_started.tv_sec >= DRAIN_MAX_S;
@@ -180,6 +183,8 @@ static void term_cb(evutil_socket_t sig, short what, void *arg)
 	clock_gettime(CLOCK_MONOTONIC, &d->drain_started);
 	if (d->app.http)
 		http_server_stop_accepting(d->app.http);
+	if (d->app.chat)
+		chat_stop_accepting(d->app.chat);
 	janitor_cb(-1, 0, d);
 }
 
@@ -204,6 +209,14 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	if (app->http && http_server_reload(app->http, next, &err) < 0) {
 		log_error("reload_failed", "action=kept_old_config error=%s",
+			  log_quote(q, sizeof(q), err));
+		free(err);
+		config_free(next);
+		free(next);
+		goto out;
+	}
+	if (app->chat && chat_reload(app->chat, next, &err) < 0) {
+		log_error("reload_failed", "action=kept_old_client_listeners error=%s",
 			  log_quote(q, sizeof(q), err));
 		free(err);
 		config_free(next);
@@ -265,6 +278,19 @@ static int run(struct config *cfg)
 		free(app->cfg);
 		return 1;
 	}
+	app->chat = chat_new(app, &err);
+	if (!app->chat) {
+		char q[600];
+		log_error("start_failed", "error=%s", log_quote(q, sizeof(q), err));
+		free(err);
+		http_server_free(&app->http);
+		store_free(&app->store);
+		worker_pool_free(&app->workers);
+		event_base_free(app->base);
+		config_free(app->cfg);
+		free(app->cfg);
+		return 1;
+	}
 	d.ev_hup = evsignal_new(app->base, SIGHUP, hup_cb, &d);
 	d.ev_term = evsignal_new(app->base, SIGTERM, term_cb, &d);
 	d.ev_int = evsignal_new(app->base, SIGINT, term_cb, &d);
@@ -287,9 +313,13 @@ static int run(struct config *cfg)
 
 	event_base_dispatch(app->base);
 
-	http_server_free(&app->http);
-	store_free(&app->store);
+	/* connections first; then workers and the store finish what waits on them (their
+	 * callbacks reply to nobody or to live HTTP requests); the listeners' owners last */
+	ndjson_conn_free_all();
 	worker_pool_free(&app->workers);
+	store_free(&app->store);
+	http_server_free(&app->http);
+	chat_free(&app->chat);
 	struct event *evs[] = {d.ev_hup, d.ev_term, d.ev_int, d.ev_janitor, d.ev_watchdog};
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 		if (evs[i])

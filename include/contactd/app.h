@@ -11,6 +11,7 @@ struct config;
 struct store;
 struct worker_pool;
 struct http_server;
+struct chat;
 
 struct app {
 	struct event_base *base;
@@ -18,6 +19,7 @@ struct app {
 	struct store *store;
 	struct worker_pool *workers;
 	struct http_server *http;
+	struct chat *chat; /* client listeners and sessions */
 	time_t started_at;
 	bool draining;	      /* SIGTERM: stop accepting, finish in-flight work */
 	bool migrating;	      /* start-up migrations running on a worker */

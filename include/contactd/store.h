@@ -18,6 +18,14 @@ enum store_query {
 	STORE_Q_ADMIN_CREATE,	/* (kind, body) -> json */
 	STORE_Q_ADMIN_UPDATE,	/* (kind, key, body) -> json */
 	STORE_Q_ADMIN_DELETE,	/* (kind, key) -> json */
+	STORE_Q_CHAT_HELLO,	/* (json) -> json: cd_chat_customer_hello */
+	STORE_Q_CHAT_MESSAGES,	/* batch: cd_chat_customer_messages */
+	STORE_Q_CHAT_CLOSE,	/* (json) -> json */
+	STORE_Q_CHAT_SURVEY,	/* (json) -> json */
+	STORE_Q_AGENT_AUTH,	/* (json) -> json or no value */
+	STORE_Q_AGENT_PRESENCE, /* (json) -> json */
+	STORE_Q_AGENT_MESSAGE,	/* (json) -> json */
+	STORE_Q_CONV_RESOLVE,	/* (json) -> json */
 	STORE_Q__COUNT
 };
 

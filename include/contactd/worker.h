@@ -10,7 +10,8 @@ typedef void (*worker_fn)(void *job);	   /* runs on a worker thread */
 typedef void (*worker_done_fn)(void *job); /* runs on the event loop afterwards */
 
 struct worker_pool *worker_pool_new(struct event_base *base, int threads);
-/* Waits for running jobs, drops queued ones (their DONE is not called). */
+/* Waits for running jobs and calls DONE for every finished one; drops jobs that never
+ * started (their DONE is not called). */
 void worker_pool_free(struct worker_pool **pool);
 
 /* Queues JOB. Returns 0, or -1 when the queue is full (limit: 1024 jobs). The caller keeps

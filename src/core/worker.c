@@ -128,13 +128,12 @@ void worker_pool_free(struct worker_pool **poolp)
 	pthread_mutex_unlock(&pool->mu);
 	for (int i = 0; i < pool->nthreads; i++)
 		pthread_join(pool->threads[i], NULL);
-	for (struct worker_job *lists[2] = {pool->todo_head, pool->done_head}, **l = lists;
-	     l < lists + 2; l++) {
-		while (*l) {
-			struct worker_job *next = (*l)->next;
-			free(*l);
-			*l = next;
-		}
+	/* finished jobs still get their completion, so their owners are released */
+	wake_cb(pool->wake_fd[0], EV_READ, pool);
+	while (pool->todo_head) {
+		struct worker_job *next = pool->todo_head->next;
+		free(pool->todo_head);
+		pool->todo_head = next;
 	}
 	event_free(pool->wake_ev);
 	close(pool->wake_fd[0]);

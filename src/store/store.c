@@ -32,6 +32,15 @@ static const struct {
     [STORE_Q_ADMIN_CREATE] = {"admin_create", "SELECT cd_admin_create($1, $2::jsonb)::text", 2},
     [STORE_Q_ADMIN_UPDATE] = {"admin_update", "SELECT cd_admin_update($1, $2, $3::jsonb)::text", 3},
     [STORE_Q_ADMIN_DELETE] = {"admin_delete", "SELECT cd_admin_delete($1, $2)::text", 2},
+    [STORE_Q_CHAT_HELLO] = {"chat_hello", "SELECT cd_chat_customer_hello($1::jsonb)::text", 1},
+    [STORE_Q_CHAT_MESSAGES] = {"chat_messages", "SELECT cd_chat_customer_messages($1::jsonb)::text",
+			       1, true},
+    [STORE_Q_CHAT_CLOSE] = {"chat_close", "SELECT cd_chat_customer_close($1::jsonb)::text", 1},
+    [STORE_Q_CHAT_SURVEY] = {"chat_survey", "SELECT cd_chat_survey($1::jsonb)::text", 1},
+    [STORE_Q_AGENT_AUTH] = {"agent_auth", "SELECT cd_agent_auth($1::jsonb)::text", 1},
+    [STORE_Q_AGENT_PRESENCE] = {"agent_presence", "SELECT cd_agent_presence($1::jsonb)::text", 1},
+    [STORE_Q_AGENT_MESSAGE] = {"agent_message", "SELECT cd_agent_message($1::jsonb)::text", 1},
+    [STORE_Q_CONV_RESOLVE] = {"conv_resolve", "SELECT cd_conversation_resolve($1::jsonb)::text", 1},
 };
 
 static const double latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,

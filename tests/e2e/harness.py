@@ -216,3 +216,81 @@ class DaemonTest(unittest.TestCase):
 
 def main():
     unittest.main(verbosity=2)
+
+
+class Ndjson:
+    """A client of the NDJSON listeners: one JSON object per line."""
+
+    def __init__(self, port, host="127.0.0.1", ssl_context=None, timeout=10):
+        sock = socket.create_connection((host, port), timeout=timeout)
+        if ssl_context:
+            sock = ssl_context.wrap_socket(sock, server_hostname=host)
+        self.sock = sock
+        self.buf = b""
+        self.events = []
+        self.next_ref = 1
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def send(self, obj):
+        self.sock.sendall(json.dumps(obj).encode() + b"\n")
+
+    def recv(self, timeout=10):
+        """The next frame, or None at EOF."""
+        self.sock.settimeout(timeout)
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def request(self, obj, timeout=10):
+        """Sends OBJ with a fresh ref; returns the reply with that ref (events meanwhile are
+        kept in self.events)."""
+        ref = self.next_ref
+        self.next_ref += 1
+        obj = dict(obj, ref=ref)
+        self.send(obj)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            frame = self.recv(timeout=max(0.1, deadline - time.time()))
+            if frame is None:
+                raise AssertionError("connection closed while waiting for ref %d" % ref)
+            if frame.get("ref") == ref:
+                return frame
+            self.events.append(frame)
+        raise AssertionError("no reply to ref %d" % ref)
+
+    def event(self, type_, timeout=10):
+        """The next pushed event of TYPE (earlier ones of other types are kept)."""
+        for i, e in enumerate(self.events):
+            if e.get("type") == type_ and "ref" not in e:
+                return self.events.pop(i)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            frame = self.recv(timeout=max(0.1, deadline - time.time()))
+            if frame is None:
+                raise AssertionError("connection closed while waiting for %s" % type_)
+            if frame.get("type") == type_ and "ref" not in frame:
+                return frame
+            self.events.append(frame)
+        raise AssertionError("no %s event" % type_)
+
+    def closed(self, timeout=10):
+        """True when the server closes the connection (frames before that are kept)."""
+        try:
+            while True:
+                frame = self.recv(timeout)
+                if frame is None:
+                    return True
+                self.events.append(frame)
+        except (socket.timeout, TimeoutError):
+            return False
+        except (ConnectionResetError, ssl.SSLError):
+            return True
+
+    def close(self):
+        self.sock.close()

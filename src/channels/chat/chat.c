@@ -1,0 +1,388 @@
+/* The client listeners and session life cycle; the protocol lives in chat_customer.c and
+ * chat_agent.c. */
+#include "contactd/chat.h"
+
+#include "chat_internal.h"
+#include "contactd/app.h"
+#include "contactd/config.h"
+#include "contactd/idmap.h"
+#include "contactd/listener.h"
+#include "contactd/log.h"
+#include "contactd/ndjson.h"
+#include "contactd/tls.h"
+
+#include <event2/bufferevent.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { L_PLAIN, L_TLS, L_COUNT };
+
+struct chat {
+	struct app *app;
+	struct listener *l[L_COUNT];
+	char *addr[L_COUNT];
+	SSL_CTX *tls_ctx;
+	struct ndjson_limits limits;
+	struct idmap *customers; /* id -> struct session list */
+	struct idmap *agents;
+	unsigned in_flight;
+	bool draining;
+};
+
+static const char *const lname[L_COUNT] = {"client", "client_tls"};
+
+struct app *chat_app(const struct chat *c)
+{
+	return c->app;
+}
+
+/* ---- sessions ------------------------------------------------------------------------ */
+
+static void registry_remove(struct session *s)
+{
+	struct idmap *m = s->role == ROLE_CUSTOMER ? s->chat->customers
+			  : s->role == ROLE_AGENT  ? s->chat->agents
+						   : NULL;
+	if (!m || s->id == 0)
+		return;
+	struct session *head = idmap_get(m, s->id), **pp = &head;
+	while (*pp && *pp != s)
+		pp = &(*pp)->next_same;
+	if (*pp)
+		*pp = s->next_same;
+	idmap_set(m, s->id, head);
+	s->next_same = NULL;
+}
+
+void chat_register(struct session *s)
+{
+	struct idmap *m = s->role == ROLE_CUSTOMER ? s->chat->customers : s->chat->agents;
+	s->next_same = idmap_get(m, s->id);
+	idmap_set(m, s->id, s);
+}
+
+static void session_maybe_free(struct session *s)
+{
+	if (s->conn || s->pending > 0)
+		return;
+	json_decref(s->agent);
+	free(s->queue);
+	free(s);
+}
+
+static void push_list(struct session *head, json_t *event)
+{
+	for (struct session *s = head; s; s = s->next_same)
+		if (s->conn)
+			ndjson_send(s->conn, json_incref(event));
+	json_decref(event);
+}
+
+void chat_push_customer(struct chat *c, int64_t customer_id, json_t *event)
+{
+	push_list(idmap_get(c->customers, customer_id), event);
+}
+
+void chat_push_agent(struct chat *c, int64_t agent_id, json_t *event)
+{
+	push_list(idmap_get(c->agents, agent_id), event);
+}
+
+/* ---- requests ------------------------------------------------------------------------ */
+
+struct chat_op *chat_op_new(struct session *s, json_t *frame, const json_t *ref)
+{
+	struct chat_op *op = calloc(1, sizeof(*op));
+	if (!op)
+		abort();
+	op->s = s;
+	op->frame = json_incref(frame);
+	op->ref = ref ? json_deep_copy(ref) : NULL;
+	s->pending++;
+	s->chat->in_flight++;
+	return op;
+}
+
+bool chat_op_live(const struct chat_op *op)
+{
+	return op->s->conn != NULL;
+}
+
+void chat_op_free(struct chat_op *op)
+{
+	struct session *s = op->s;
+	if (op->data_free)
+		op->data_free(op->data);
+	json_decref(op->frame);
+	json_decref(op->ref);
+	free(op);
+	s->pending--;
+	s->chat->in_flight--;
+	session_maybe_free(s);
+}
+
+void chat_reply_ok(struct chat_op *op, json_t *fields)
+{
+	if (op->s->conn)
+		ndjson_reply_ok(op->s->conn, op->ref, fields);
+	else
+		json_decref(fields);
+}
+
+void chat_reply_error(struct chat_op *op, const char *code, const char *message)
+{
+	if (op->s->conn)
+		ndjson_reply_error(op->s->conn, op->ref, code, message);
+}
+
+void chat_reply_store_error(struct chat_op *op, const struct store_reply *rep)
+{
+	switch (rep->status) {
+	case STORE_NOT_FOUND:
+		chat_reply_error(op, "not_found", rep->message);
+		break;
+	case STORE_CONFLICT:
+		chat_reply_error(op, "conflict", rep->message);
+		break;
+	case STORE_INVALID:
+		chat_reply_error(op, "invalid", rep->message);
+		break;
+	case STORE_FORBIDDEN:
+		chat_reply_error(op, "forbidden", rep->message);
+		break;
+	case STORE_UNAVAILABLE:
+		chat_reply_error(
+		    op, "unavailable",
+		    "the store cannot take writes now; retry later (nothing was recorded)");
+		break;
+	default:
+		chat_reply_error(op, "internal", "internal error (logged)");
+		break;
+	}
+}
+
+bool chat_opt_string(struct chat_op *op, const char *key, const char **out, size_t max)
+{
+	json_t *v = json_object_get(op->frame, key);
+	*out = NULL;
+	if (!v || json_is_null(v))
+		return true;
+	if (!json_is_string(v) || json_string_length(v) > max) {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "%s: must be a string of at most %zu bytes", key, max);
+		chat_reply_error(op, "invalid", msg);
+		return false;
+	}
+	*out = json_string_value(v);
+	return true;
+}
+
+bool chat_id_field(struct chat_op *op, const char *key, bool required, int64_t *out)
+{
+	json_t *v = json_object_get(op->frame, key);
+	*out = 0;
+	if (!v || json_is_null(v)) {
+		if (!required)
+			return true;
+		char msg[96];
+		snprintf(msg, sizeof(msg), "%s: is required", key);
+		chat_reply_error(op, "bad_frame", msg);
+		return false;
+	}
+	if (json_is_integer(v) && json_integer_value(v) > 0) {
+		*out = json_integer_value(v);
+		return true;
+	}
+	if (json_is_string(v)) {
+		char *end;
+		long long n = strtoll(json_string_value(v), &end, 10);
+		if (n > 0 && *end == '\0' && end != json_string_value(v)) {
+			*out = n;
+			return true;
+		}
+	}
+	char msg[96];
+	snprintf(msg, sizeof(msg), "%s: must be an id", key);
+	chat_reply_error(op, "invalid", msg);
+	return false;
+}
+
+/* ---- the NDJSON engine's callbacks ----------------------------------------------------- */
+
+static void on_frame(struct ndjson_conn *conn, json_t *frame, const json_t *ref, void *ctx)
+{
+	struct session *s = ctx;
+	const char *type = json_string_value(json_object_get(frame, "type"));
+	if (s->role == ROLE_NONE) {
+		const char *role = json_string_value(json_object_get(frame, "role"));
+		if (!role) {
+			ndjson_reply_error(conn, ref, "bad_frame", "role: is required");
+			ndjson_conn_resume(conn);
+		} else if (strcmp(role, "customer") == 0) {
+			chat_customer_hello(s, frame, ref);
+		} else if (strcmp(role, "agent") == 0) {
+			chat_agent_hello(s, frame, ref);
+		} else {
+			ndjson_reply_error(conn, ref, "invalid", "role: must be customer or agent");
+			ndjson_conn_resume(conn);
+		}
+		return;
+	}
+	if (strcmp(type, "hello") == 0) {
+		ndjson_reply_error(conn, ref, "conflict", "hello was already done");
+		return;
+	}
+	if (s->role == ROLE_CUSTOMER)
+		chat_customer_request(s, type, frame, ref);
+	else
+		chat_agent_request(s, type, frame, ref);
+}
+
+static void on_close(struct ndjson_conn *conn, const char *reason, void *ctx)
+{
+	struct session *s = ctx;
+	registry_remove(s);
+	s->conn = NULL;
+	listener_conn_closed();
+	session_maybe_free(s);
+}
+
+static const struct ndjson_handlers handlers = {on_frame, on_close};
+
+static void on_accept(struct bufferevent *bev, const char *peer, void *arg)
+{
+	struct chat *c = arg;
+	struct session *s = calloc(1, sizeof(*s));
+	if (!s)
+		abort();
+	s->chat = c;
+	snprintf(s->peer_ip, sizeof(s->peer_ip), "%s", peer);
+	char *colon = strrchr(s->peer_ip, ':');
+	if (colon)
+		*colon = '\0';
+	s->conn = ndjson_conn_new(bev, &c->limits, &handlers, s, "client", peer);
+	if (!s->conn) {
+		listener_conn_closed();
+		free(s);
+	}
+}
+
+/* ---- listeners ----------------------------------------------------------------------- */
+
+static const char *cfg_addr(const struct config *cfg, int i)
+{
+	return i == L_TLS ? cfg->listen_client_tls : cfg->listen_client;
+}
+
+struct chat *chat_new(struct app *app, char **error_r)
+{
+	struct chat *c = calloc(1, sizeof(*c));
+	if (!c)
+		abort();
+	c->app = app;
+	c->customers = idmap_new();
+	c->agents = idmap_new();
+	const struct config *cfg = app->cfg;
+	ndjson_limits_from_config(&c->limits, cfg);
+	listener_set_max_connections(cfg->max_connections);
+	if (*cfg->listen_client_tls) {
+		c->tls_ctx = tls_server_ctx_new(cfg, config_requires_client_cert(cfg, "client_tls"),
+						error_r);
+		if (!c->tls_ctx)
+			goto fail;
+	}
+	for (int i = 0; i < L_COUNT; i++) {
+		const char *addr = cfg_addr(cfg, i);
+		c->addr[i] = strdup(addr);
+		if (!*addr)
+			continue;
+		c->l[i] = listener_new(app->base, lname[i], addr, i == L_TLS ? c->tls_ctx : NULL,
+				       on_accept, c, error_r);
+		if (!c->l[i])
+			goto fail;
+		log_info("listening", "listener=%s addr=%s", lname[i], addr);
+	}
+	return c;
+fail:
+	chat_free(&c);
+	return NULL;
+}
+
+void chat_free(struct chat **cp)
+{
+	struct chat *c = *cp;
+	if (!c)
+		return;
+	*cp = NULL;
+	for (int i = 0; i < L_COUNT; i++) {
+		listener_free(&c->l[i]);
+		free(c->addr[i]);
+	}
+	if (c->tls_ctx)
+		SSL_CTX_free(c->tls_ctx);
+	idmap_free(&c->customers);
+	idmap_free(&c->agents);
+	free(c);
+}
+
+int chat_reload(struct chat *c, const struct config *cfg, char **error_r)
+{
+	SSL_CTX *ctx = NULL;
+	if (*cfg->listen_client_tls) {
+		ctx = tls_server_ctx_new(cfg, config_requires_client_cert(cfg, "client_tls"),
+					 error_r);
+		if (!ctx)
+			return -1;
+	}
+	struct listener *nl[L_COUNT] = {NULL, NULL};
+	bool rebind[L_COUNT];
+	for (int i = 0; i < L_COUNT; i++) {
+		const char *addr = cfg_addr(cfg, i);
+		rebind[i] = strcmp(addr, c->addr[i]) != 0;
+		if (!rebind[i] || !*addr)
+			continue;
+		nl[i] = listener_new(c->app->base, lname[i], addr, i == L_TLS ? ctx : NULL,
+				     on_accept, c, error_r);
+		if (!nl[i]) {
+			for (int j = 0; j < i; j++)
+				listener_free(&nl[j]);
+			if (ctx)
+				SSL_CTX_free(ctx);
+			return -1;
+		}
+	}
+	for (int i = 0; i < L_COUNT; i++) {
+		if (!rebind[i])
+			continue;
+		listener_free(&c->l[i]);
+		c->l[i] = nl[i];
+		log_info("listener_moved", "listener=%s from=%s to=%s", lname[i],
+			 *c->addr[i] ? c->addr[i] : "off",
+			 *cfg_addr(cfg, i) ? cfg_addr(cfg, i) : "off");
+		free(c->addr[i]);
+		c->addr[i] = strdup(cfg_addr(cfg, i));
+	}
+	if (c->l[L_TLS])
+		listener_set_tls_ctx(c->l[L_TLS], ctx);
+	if (c->tls_ctx)
+		SSL_CTX_free(c->tls_ctx);
+	c->tls_ctx = ctx;
+	ndjson_limits_from_config(&c->limits, cfg);
+	listener_set_max_connections(cfg->max_connections);
+	return 0;
+}
+
+void chat_stop_accepting(struct chat *c)
+{
+	c->draining = true;
+	for (int i = 0; i < L_COUNT; i++)
+		if (c->l[i])
+			listener_disable(c->l[i]);
+}
+
+unsigned chat_in_flight(const struct chat *c)
+{
+	return c->in_flight;
+}

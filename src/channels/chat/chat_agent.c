@@ -1,0 +1,342 @@
+/* Agent sessions (SPEC §1.2): hello with login and password (Argon2id verified on a worker;
+ * repeated failures from one address or login are slowed down), presence, message, resolve. */
+#include "chat_internal.h"
+#include "contactd/app.h"
+#include "contactd/log.h"
+#include "contactd/ndjson.h"
+#include "contactd/secret.h"
+#include "contactd/store.h"
+#include "contactd/worker.h"
+
+#include <event2/event.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_LOGIN	   64
+#define MAX_PASSWORD	   1024
+#define FAIL_SLOTS	   1024 /* remembered failure sources (addresses and logins) */
+#define FAIL_WINDOW_S	   900	/* failures older than this are forgotten */
+#define FAIL_FREE_ATTEMPTS 3	/* failures before replies slow down */
+#define FAIL_MAX_DELAY_MS  8000
+
+/* Failed logins by source ("ip:1.2.3.4" or "login:alice"): a small table, oldest replaced. */
+static struct fail_slot {
+	char key[96];
+	unsigned count;
+	time_t last;
+} fails[FAIL_SLOTS];
+
+static struct fail_slot *fail_find(const char *key, bool create)
+{
+	time_t now = time(NULL);
+	struct fail_slot *oldest = &fails[0];
+	for (int i = 0; i < FAIL_SLOTS; i++) {
+		struct fail_slot *f = &fails[i];
+		if (f->count && now - f->last > FAIL_WINDOW_S)
+			f->count = 0;
+		if (f->count && strcmp(f->key, key) == 0)
+			return f;
+		if (!f->count || f->last < oldest->last)
+			oldest = f->count ? oldest : f;
+	}
+	if (!create)
+		return NULL;
+	snprintf(oldest->key, sizeof(oldest->key), "%s", key);
+	oldest->count = 0;
+	return oldest;
+}
+
+static void fail_note(const char *kind, const char *value)
+{
+	char key[96];
+	snprintf(key, sizeof(key), "%s:%s", kind, value);
+	struct fail_slot *f = fail_find(key, true);
+	f->count++;
+	f->last = time(NULL);
+}
+
+static unsigned fail_count(const char *kind, const char *value)
+{
+	char key[96];
+	snprintf(key, sizeof(key), "%s:%s", kind, value);
+	struct fail_slot *f = fail_find(key, false);
+	return f ? f->count : 0;
+}
+
+static void fail_clear(const char *kind, const char *value)
+{
+	char key[96];
+	snprintf(key, sizeof(key), "%s:%s", kind, value);
+	struct fail_slot *f = fail_find(key, false);
+	if (f)
+		f->count = 0;
+}
+
+/* 250 ms doubling per failure beyond the free ones, at most 8 s. */
+static int fail_delay_ms(unsigned failures)
+{
+	if (failures < FAIL_FREE_ATTEMPTS)
+		return 0;
+	unsigned shift = failures - FAIL_FREE_ATTEMPTS;
+	int ms = shift >= 6 ? FAIL_MAX_DELAY_MS : 250 << shift;
+	return ms > FAIL_MAX_DELAY_MS ? FAIL_MAX_DELAY_MS : ms;
+}
+
+struct login {
+	struct chat_op *op;
+	char login[MAX_LOGIN + 1];
+	char *password;
+	json_t *profile; /* from the store, with password_hash */
+	bool ok;
+	struct event *delay;
+};
+
+static void login_free(void *p)
+{
+	struct login *l = p;
+	if (l->password) {
+		OPENSSL_cleanse(l->password, strlen(l->password));
+		free(l->password);
+	}
+	json_decref(l->profile);
+	if (l->delay)
+		event_free(l->delay);
+	free(l);
+}
+
+static void refuse_now(struct login *l)
+{
+	struct chat_op *op = l->op;
+	chat_reply_error(op, "unauthorized", "wrong login or password");
+	if (op->s->conn)
+		ndjson_conn_close(op->s->conn, "unauthorized");
+	chat_op_free(op);
+}
+
+static void refuse_timer(evutil_socket_t fd, short what, void *arg)
+{
+	refuse_now(arg);
+}
+
+/* A failed login: counted, then answered after the delay its source has earned. */
+static void refuse(struct login *l)
+{
+	struct session *s = l->op->s;
+	fail_note("ip", s->peer_ip);
+	fail_note("login", l->login);
+	unsigned n = fail_count("ip", s->peer_ip);
+	unsigned m = fail_count("login", l->login);
+	int ms = fail_delay_ms(n > m ? n : m);
+	log_warn("agent_login_failed", "peer=%s login_len=%zu failures=%u delay_ms=%d", s->peer_ip,
+		 strlen(l->login), n > m ? n : m, ms);
+	if (ms == 0) {
+		refuse_now(l);
+		return;
+	}
+	l->delay = evtimer_new(chat_app(s->chat)->base, refuse_timer, l);
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	evtimer_add(l->delay, &tv);
+}
+
+static void verify_work(void *arg)
+{
+	struct login *l = arg;
+	const char *hash = json_string_value(json_object_get(l->profile, "password_hash"));
+	l->ok = secret_password_verify(hash, l->password);
+}
+
+static void verify_done(void *arg)
+{
+	struct login *l = arg;
+	struct chat_op *op = l->op;
+	struct session *s = op->s;
+	if (!l->ok) {
+		refuse(l);
+		return;
+	}
+	fail_clear("ip", s->peer_ip);
+	fail_clear("login", l->login);
+	if (chat_op_live(op)) {
+		json_t *agent = json_deep_copy(l->profile);
+		json_object_del(agent, "password_hash");
+		s->role = ROLE_AGENT;
+		s->id = json_integer_value(json_object_get(agent, "id"));
+		s->agent = agent;
+		s->hello_busy = false;
+		chat_register(s);
+		chat_reply_ok(op, json_pack("{s:O}", "agent", agent));
+		ndjson_conn_set_ready(s->conn);
+		log_info("agent_hello", "conn=%llu agent=%lld",
+			 (unsigned long long)ndjson_conn_id(s->conn), (long long)s->id);
+	}
+	chat_op_free(op);
+}
+
+/* A dummy hash verified for unknown logins, so that they take as long as known ones. */
+static char dummy_hash[SECRET_HASH_MAX];
+
+static void auth_cb(void *arg, const struct store_reply *rep)
+{
+	struct login *l = arg;
+	struct chat_op *op = l->op;
+	if (rep->status != STORE_OK) {
+		chat_reply_store_error(op, rep);
+		op->s->hello_busy = false;
+		if (op->s->conn)
+			ndjson_conn_resume(op->s->conn);
+		chat_op_free(op);
+		return;
+	}
+	l->profile = rep->value ? json_loads(rep->value, 0, NULL) : NULL;
+	if (!json_is_object(l->profile)) {
+		json_decref(l->profile);
+		if (!dummy_hash[0])
+			secret_password_hash("not-a-password", dummy_hash);
+		l->profile = json_pack("{s:s}", "password_hash", dummy_hash);
+	}
+	if (worker_submit(chat_app(op->s->chat)->workers, verify_work, verify_done, l) < 0) {
+		chat_reply_error(op, "unavailable", "too many logins at once; retry");
+		op->s->hello_busy = false;
+		if (op->s->conn)
+			ndjson_conn_resume(op->s->conn);
+		chat_op_free(op);
+	}
+}
+
+void chat_agent_hello(struct session *s, json_t *frame, const json_t *ref)
+{
+	struct chat_op *op = chat_op_new(s, frame, ref);
+	struct login *l = calloc(1, sizeof(*l));
+	l->op = op;
+	op->data = l;
+	op->data_free = login_free;
+	s->hello_busy = true;
+	json_t *login = json_object_get(frame, "login");
+	json_t *password = json_object_get(frame, "password");
+	if (!json_is_string(login) || !json_is_string(password)) {
+		chat_reply_error(op, "bad_frame", "login and password: strings are required");
+		s->hello_busy = false;
+		ndjson_conn_resume(s->conn);
+		chat_op_free(op);
+		return;
+	}
+	if (json_string_length(login) > MAX_LOGIN || json_string_length(password) > MAX_PASSWORD) {
+		refuse(l);
+		return;
+	}
+	snprintf(l->login, sizeof(l->login), "%s", json_string_value(login));
+	l->password = strdup(json_string_value(password));
+	json_t *p = json_pack("{s:s}", "login", l->login);
+	char *text = json_dumps(p, JSON_COMPACT);
+	json_decref(p);
+	const char *params[1] = {text};
+	int rc = store_call(chat_app(s->chat)->store, STORE_Q_AGENT_AUTH, 1, params, auth_cb, l);
+	free(text);
+	if (rc < 0) {
+		chat_reply_error(op, "unavailable", "the store is unavailable; retry later");
+		s->hello_busy = false;
+		ndjson_conn_resume(s->conn);
+		chat_op_free(op);
+	}
+}
+
+/* ---- requests after hello -------------------------------------------------------------- */
+
+static void simple_cb(void *arg, const struct store_reply *rep)
+{
+	struct chat_op *op = arg;
+	json_t *res =
+	    rep->status == STORE_OK && rep->value ? json_loads(rep->value, 0, NULL) : NULL;
+	if (!res) {
+		chat_reply_store_error(op, rep);
+		chat_op_free(op);
+		return;
+	}
+	const char *type = json_string_value(json_object_get(op->frame, "type"));
+	struct chat *c = op->s->chat;
+	if (strcmp(type, "message") == 0) {
+		json_t *conv = json_object_get(res, "conversation");
+		json_t *msg = json_object_get(res, "message");
+		chat_reply_ok(op, json_pack("{s:O, s:O}", "message", msg, "conversation", conv));
+		if (!json_is_true(json_object_get(res, "duplicate")) &&
+		    !json_is_true(json_object_get(res, "internal")) &&
+		    strcmp(json_string_value(json_object_get(res, "channel")) ?: "", "chat") == 0)
+			chat_push_customer(c, json_integer_value(json_object_get(res, "customer")),
+					   json_pack("{s:s, s:O, s:O, s:{s:s, s:O}, s:O, s:O}",
+						     "type", "message", "conversation", conv,
+						     "message", msg, "author", "kind", "agent",
+						     "name", json_object_get(op->s->agent, "name"),
+						     "body", json_object_get(op->frame, "body"),
+						     "at", json_object_get(res, "created_at")));
+	} else if (strcmp(type, "resolve") == 0) {
+		chat_reply_ok(
+		    op, json_pack("{s:O}", "conversation", json_object_get(res, "conversation")));
+	} else {
+		chat_reply_ok(op, json_pack("{s:O}", "status", json_object_get(res, "status")));
+	}
+	json_decref(res);
+	chat_op_free(op);
+}
+
+static void call_json(struct chat_op *op, enum store_query q, json_t *p)
+{
+	char *text = json_dumps(p, JSON_COMPACT);
+	json_decref(p);
+	const char *params[1] = {text};
+	int rc = store_call(chat_app(op->s->chat)->store, q, 1, params, simple_cb, op);
+	free(text);
+	if (rc < 0) {
+		struct store_reply rep = {.status = STORE_UNAVAILABLE};
+		chat_reply_store_error(op, &rep);
+		chat_op_free(op);
+	}
+}
+
+void chat_agent_request(struct session *s, const char *type, json_t *frame, const json_t *ref)
+{
+	struct chat_op *op = chat_op_new(s, frame, ref);
+	json_int_t agent = (json_int_t)s->id;
+	if (strcmp(type, "presence") == 0) {
+		const char *st = json_string_value(json_object_get(frame, "status"));
+		if (!st) {
+			chat_reply_error(op, "bad_frame", "status: is required");
+			chat_op_free(op);
+			return;
+		}
+		call_json(op, STORE_Q_AGENT_PRESENCE,
+			  json_pack("{s:I, s:s}", "agent", agent, "status", st));
+		return;
+	}
+	if (strcmp(type, "message") == 0 || strcmp(type, "resolve") == 0) {
+		int64_t conv;
+		if (!chat_id_field(op, "conversation", true, &conv)) {
+			chat_op_free(op);
+			return;
+		}
+		json_t *p = json_deep_copy(frame);
+		json_object_del(p, "type");
+		json_object_del(p, "ref");
+		json_object_set_new(p, "agent", json_integer(agent));
+		json_object_set_new(p, "conversation", json_integer(conv));
+		if (strcmp(type, "message") == 0 && !json_is_string(json_object_get(p, "body"))) {
+			json_decref(p);
+			chat_reply_error(op, "bad_frame", "body: a string is required");
+			chat_op_free(op);
+			return;
+		}
+		call_json(
+		    op, strcmp(type, "message") == 0 ? STORE_Q_AGENT_MESSAGE : STORE_Q_CONV_RESOLVE,
+		    p);
+		return;
+	}
+	if (strcmp(type, "accept") == 0 || strcmp(type, "reject") == 0) {
+		chat_reply_error(op, "not_found", "no such offer");
+		chat_op_free(op);
+		return;
+	}
+	chat_reply_error(op, "bad_frame", "unknown request type for an agent");
+	chat_op_free(op);
+}
