@@ -6,6 +6,7 @@
 #include "contactd/log.h"
 #include "contactd/migrate.h"
 #include "contactd/ndjson.h"
+#include "contactd/routing.h"
 #include "contactd/store.h"
 #include "contactd/store_cli.h"
 #include "contactd/worker.h"
@@ -81,6 +82,8 @@ static void set_status(struct daemon *d)
 {
 	const char *why;
 	bool ready = app_ready(&d->app, &why);
+	if (ready && d->app.routing)
+		routing_store_ready(d->app.routing);
 	if (ready != d->was_ready) {
 		log_info(ready ? "ready" : "not_ready", "reason=\"%s\"", why);
 		d->was_ready = ready;
@@ -240,6 +243,8 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 	/* logged under the old level, so that a switch to a quieter level is still seen */
 	log_info("reloaded", "path=%s log_level=%s", next->path, log_level_name(next->log_level));
 	log_setup(next->log_level, next->log_target);
+	if (app->routing)
+		routing_reload(app->routing);
 out:
 	sd_notify(0, "READY=1");
 	set_status(d);
@@ -291,6 +296,8 @@ static int run(struct config *cfg)
 		free(app->cfg);
 		return 1;
 	}
+	struct routing_notify notify = {chat_notify_agent, chat_notify_customer, app->chat};
+	app->routing = routing_new(app, &notify);
 	d.ev_hup = evsignal_new(app->base, SIGHUP, hup_cb, &d);
 	d.ev_term = evsignal_new(app->base, SIGTERM, term_cb, &d);
 	d.ev_int = evsignal_new(app->base, SIGINT, term_cb, &d);
@@ -319,6 +326,7 @@ static int run(struct config *cfg)
 	worker_pool_free(&app->workers);
 	store_free(&app->store);
 	http_server_free(&app->http);
+	routing_free(&app->routing);
 	chat_free(&app->chat);
 	struct event *evs[] = {d.ev_hup, d.ev_term, d.ev_int, d.ev_janitor, d.ev_watchdog};
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)

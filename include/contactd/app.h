@@ -12,6 +12,7 @@ struct store;
 struct worker_pool;
 struct http_server;
 struct chat;
+struct routing;
 
 struct app {
 	struct event_base *base;
@@ -19,7 +20,8 @@ struct app {
 	struct store *store;
 	struct worker_pool *workers;
 	struct http_server *http;
-	struct chat *chat; /* client listeners and sessions */
+	struct chat *chat;	 /* client listeners and sessions */
+	struct routing *routing; /* router + store + notifications */
 	time_t started_at;
 	bool draining;	      /* SIGTERM: stop accepting, finish in-flight work */
 	bool migrating;	      /* start-up migrations running on a worker */

@@ -3,7 +3,10 @@
 #ifndef CONTACTD_CHAT_H
 #define CONTACTD_CHAT_H
 
+#include <stdint.h>
+
 struct app;
+struct json_t;
 struct config;
 struct chat;
 
@@ -20,6 +23,11 @@ int chat_reload(struct chat *c, const struct config *cfg, char **error_r);
 /* Drain: stop accepting; sessions are told with an error frame "unavailable" and closed once
  * their writes in flight are answered. */
 void chat_stop_accepting(struct chat *c);
+/* Event pushes for the routing service (struct routing_notify): CHAT is the struct chat;
+ * EVENT is stolen and goes to every session of that agent / customer. */
+void chat_notify_agent(void *chat, int64_t agent_id, struct json_t *event);
+void chat_notify_customer(void *chat, int64_t customer_id, struct json_t *event);
+
 /* Requests waiting on the store or a worker. */
 unsigned chat_in_flight(const struct chat *c);
 

@@ -15,5 +15,7 @@ void *idmap_get(const struct idmap *m, int64_t key);
 /* Sets KEY to VALUE (NULL removes it). */
 void idmap_set(struct idmap *m, int64_t key, void *value);
 size_t idmap_count(const struct idmap *m);
+/* Calls FN for every entry; FN must not change M. */
+void idmap_each(const struct idmap *m, void (*fn)(int64_t key, void *value, void *arg), void *arg);
 
 #endif

@@ -11,21 +11,24 @@ struct event_base;
 struct store;
 
 enum store_query {
-	STORE_Q_SCHEMA_VERSION, /* () -> version */
-	STORE_Q_TOKEN_LOOKUP,	/* (token_hash) -> json {id,name,scopes} or no row */
-	STORE_Q_ADMIN_LIST,	/* (kind, after, limit) -> json {items,next} */
-	STORE_Q_ADMIN_GET,	/* (kind, key) -> json */
-	STORE_Q_ADMIN_CREATE,	/* (kind, body) -> json */
-	STORE_Q_ADMIN_UPDATE,	/* (kind, key, body) -> json */
-	STORE_Q_ADMIN_DELETE,	/* (kind, key) -> json */
-	STORE_Q_CHAT_HELLO,	/* (json) -> json: cd_chat_customer_hello */
-	STORE_Q_CHAT_MESSAGES,	/* batch: cd_chat_customer_messages */
-	STORE_Q_CHAT_CLOSE,	/* (json) -> json */
-	STORE_Q_CHAT_SURVEY,	/* (json) -> json */
-	STORE_Q_AGENT_AUTH,	/* (json) -> json or no value */
-	STORE_Q_AGENT_PRESENCE, /* (json) -> json */
-	STORE_Q_AGENT_MESSAGE,	/* (json) -> json */
-	STORE_Q_CONV_RESOLVE,	/* (json) -> json */
+	STORE_Q_SCHEMA_VERSION,	 /* () -> version */
+	STORE_Q_TOKEN_LOOKUP,	 /* (token_hash) -> json {id,name,scopes} or no row */
+	STORE_Q_ADMIN_LIST,	 /* (kind, after, limit) -> json {items,next} */
+	STORE_Q_ADMIN_GET,	 /* (kind, key) -> json */
+	STORE_Q_ADMIN_CREATE,	 /* (kind, body) -> json */
+	STORE_Q_ADMIN_UPDATE,	 /* (kind, key, body) -> json */
+	STORE_Q_ADMIN_DELETE,	 /* (kind, key) -> json */
+	STORE_Q_CHAT_HELLO,	 /* (json) -> json: cd_chat_customer_hello */
+	STORE_Q_CHAT_MESSAGES,	 /* batch: cd_chat_customer_messages */
+	STORE_Q_CHAT_CLOSE,	 /* (json) -> json */
+	STORE_Q_CHAT_SURVEY,	 /* (json) -> json */
+	STORE_Q_AGENT_AUTH,	 /* (json) -> json or no value */
+	STORE_Q_AGENT_PRESENCE,	 /* (json) -> json */
+	STORE_Q_AGENT_MESSAGE,	 /* (json) -> json */
+	STORE_Q_CONV_RESOLVE,	 /* (json) -> json */
+	STORE_Q_OFFER_CREATE,	 /* (json) -> json */
+	STORE_Q_OFFER_DECIDE,	 /* (json) -> json */
+	STORE_Q_ROUTER_SNAPSHOT, /* () -> json */
 	STORE_Q__COUNT
 };
 

@@ -109,3 +109,10 @@ size_t idmap_count(const struct idmap *m)
 {
 	return m->count;
 }
+
+void idmap_each(const struct idmap *m, void (*fn)(int64_t key, void *value, void *arg), void *arg)
+{
+	for (size_t i = 0; i < m->cap; i++)
+		if (m->slots[i].value)
+			fn(m->slots[i].key, m->slots[i].value, arg);
+}

@@ -41,6 +41,9 @@ static const struct {
     [STORE_Q_AGENT_PRESENCE] = {"agent_presence", "SELECT cd_agent_presence($1::jsonb)::text", 1},
     [STORE_Q_AGENT_MESSAGE] = {"agent_message", "SELECT cd_agent_message($1::jsonb)::text", 1},
     [STORE_Q_CONV_RESOLVE] = {"conv_resolve", "SELECT cd_conversation_resolve($1::jsonb)::text", 1},
+    [STORE_Q_OFFER_CREATE] = {"offer_create", "SELECT cd_offer_create($1::jsonb)::text", 1},
+    [STORE_Q_OFFER_DECIDE] = {"offer_decide", "SELECT cd_offer_decide($1::jsonb)::text", 1},
+    [STORE_Q_ROUTER_SNAPSHOT] = {"router_snapshot", "SELECT cd_router_snapshot()::text", 0},
 };
 
 static const double latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,

@@ -5,6 +5,7 @@
 #include "api_internal.h"
 #include "contactd/app.h"
 #include "contactd/log.h"
+#include "contactd/routing.h"
 #include "contactd/secret.h"
 #include "contactd/store.h"
 #include "contactd/worker.h"
@@ -67,6 +68,8 @@ static struct admin_op *op_new(struct api_req *r)
 	return op;
 }
 
+static const char *kind(struct api_req *r);
+
 static void done_cb(void *arg, const struct store_reply *rep)
 {
 	struct api_req *r = arg;
@@ -79,6 +82,11 @@ static void done_cb(void *arg, const struct store_reply *rep)
 		api_reply_error(r, 404, "not_found", "not found", NULL);
 		return;
 	}
+	if (r->method != EVHTTP_REQ_GET && r->method != EVHTTP_REQ_HEAD &&
+	    (strcmp(kind(r), "skills") == 0 || strcmp(kind(r), "queues") == 0 ||
+	     strcmp(kind(r), "agents") == 0) &&
+	    r->app->routing)
+		routing_resync(r->app->routing); /* what routing decides on changed */
 	if (op && op->token) {
 		json_t *obj = json_loads(rep->value, 0, NULL);
 		if (obj) {

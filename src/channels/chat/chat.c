@@ -90,6 +90,16 @@ void chat_push_agent(struct chat *c, int64_t agent_id, json_t *event)
 	push_list(idmap_get(c->agents, agent_id), event);
 }
 
+void chat_notify_agent(void *chat, int64_t agent_id, json_t *event)
+{
+	chat_push_agent(chat, agent_id, event);
+}
+
+void chat_notify_customer(void *chat, int64_t customer_id, json_t *event)
+{
+	chat_push_customer(chat, customer_id, event);
+}
+
 /* ---- requests ------------------------------------------------------------------------ */
 
 struct chat_op *chat_op_new(struct session *s, json_t *frame, const json_t *ref)
@@ -244,6 +254,8 @@ static void on_close(struct ndjson_conn *conn, const char *reason, void *ctx)
 {
 	struct session *s = ctx;
 	registry_remove(s);
+	if (s->role == ROLE_AGENT && !idmap_get(s->chat->agents, s->id))
+		chat_agent_gone(s); /* its last session: offline for routing */
 	s->conn = NULL;
 	listener_conn_closed();
 	session_maybe_free(s);
@@ -302,7 +314,6 @@ struct chat *chat_new(struct app *app, char **error_r)
 				       on_accept, c, error_r);
 		if (!c->l[i])
 			goto fail;
-		log_info("listening", "listener=%s addr=%s", lname[i], addr);
 	}
 	return c;
 fail:

@@ -4,6 +4,7 @@
 #include "contactd/app.h"
 #include "contactd/log.h"
 #include "contactd/ndjson.h"
+#include "contactd/routing.h"
 #include "contactd/secret.h"
 #include "contactd/store.h"
 #include "contactd/worker.h"
@@ -274,8 +275,14 @@ static void simple_cb(void *arg, const struct store_reply *rep)
 	} else if (strcmp(type, "resolve") == 0) {
 		chat_reply_ok(
 		    op, json_pack("{s:O}", "conversation", json_object_get(res, "conversation")));
+		if (!json_is_true(json_object_get(res, "duplicate")))
+			routing_conversation_resolved(
+			    chat_app(c)->routing,
+			    json_integer_value(json_object_get(res, "conversation")));
 	} else {
 		chat_reply_ok(op, json_pack("{s:O}", "status", json_object_get(res, "status")));
+		routing_agent_status(chat_app(c)->routing, op->s->id,
+				     json_string_value(json_object_get(res, "status")));
 	}
 	json_decref(res);
 	chat_op_free(op);
@@ -293,6 +300,28 @@ static void call_json(struct chat_op *op, enum store_query q, json_t *p)
 		chat_reply_store_error(op, &rep);
 		chat_op_free(op);
 	}
+}
+
+static void answer_done(void *arg, const char *code, const char *message)
+{
+	struct chat_op *op = arg;
+	if (code)
+		chat_reply_error(op, code, message);
+	else
+		chat_reply_ok(op, json_pack("{s:O}", "offer", json_object_get(op->frame, "offer")));
+	chat_op_free(op);
+}
+
+void chat_agent_gone(struct session *s)
+{
+	struct app *app = chat_app(s->chat);
+	routing_agent_status(app->routing, s->id, "offline");
+	json_t *p = json_pack("{s:I, s:s}", "agent", (json_int_t)s->id, "status", "offline");
+	char *text = json_dumps(p, JSON_COMPACT);
+	json_decref(p);
+	const char *params[1] = {text};
+	store_call(app->store, STORE_Q_AGENT_PRESENCE, 1, params, NULL, NULL); /* best effort */
+	free(text);
 }
 
 void chat_agent_request(struct session *s, const char *type, json_t *frame, const json_t *ref)
@@ -333,8 +362,16 @@ void chat_agent_request(struct session *s, const char *type, json_t *frame, cons
 		return;
 	}
 	if (strcmp(type, "accept") == 0 || strcmp(type, "reject") == 0) {
-		chat_reply_error(op, "not_found", "no such offer");
-		chat_op_free(op);
+		int64_t offer;
+		const char *reason;
+		if (!chat_id_field(op, "offer", true, &offer) ||
+		    !chat_opt_string(op, "reason", &reason, 200)) {
+			chat_op_free(op);
+			return;
+		}
+		routing_offer_answer(chat_app(s->chat)->routing, s->id,
+				     json_string_value(json_object_get(s->agent, "name")), offer,
+				     type[0] == 'a', reason, answer_done, op);
 		return;
 	}
 	chat_reply_error(op, "bad_frame", "unknown request type for an agent");

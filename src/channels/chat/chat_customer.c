@@ -5,6 +5,7 @@
 #include "contactd/config.h"
 #include "contactd/log.h"
 #include "contactd/ndjson.h"
+#include "contactd/routing.h"
 #include "contactd/secret.h"
 #include "contactd/store.h"
 
@@ -182,8 +183,19 @@ static void message_cb(void *arg, const struct store_reply *rep)
 		json_t *msg = json_object_get(res, "message");
 		json_t *conv = json_object_get(res, "conversation");
 		chat_reply_ok(op, json_pack("{s:O, s:O}", "message", msg, "conversation", conv));
+		json_t *route = json_object_get(res, "route");
+		bool dup = json_is_true(json_object_get(res, "duplicate"));
+		if (json_is_true(json_object_get(res, "opened")) && json_is_object(route) && !dup) {
+			json_t *full = json_copy(route);
+			json_object_set(full, "id", conv);
+			json_object_set(full, "queue", json_object_get(res, "queue"));
+			json_object_set(full, "customer", json_object_get(res, "customer"));
+			json_object_set_new(full, "channel", json_string("chat"));
+			routing_conversation_opened(chat_app(s->chat)->routing, full);
+			json_decref(full);
+		}
 		json_int_t agent = json_integer_value(json_object_get(res, "agent"));
-		if (agent > 0 && !json_is_true(json_object_get(res, "duplicate"))) {
+		if (agent > 0 && !dup) {
 			json_t *body = json_object_get(op->frame, "body");
 			chat_push_agent(s->chat, agent,
 					json_pack("{s:s, s:O, s:O, s:{s:s, s:I}, s:O, s:O}", "type",
@@ -240,6 +252,8 @@ static void close_cb(void *arg, const struct store_reply *rep)
 		chat_reply_ok(op, json_pack("{s:O, s:O}", "conversation", conv, "status",
 					    json_object_get(res, "status")));
 		if (!json_is_true(json_object_get(res, "duplicate"))) {
+			routing_conversation_resolved(chat_app(op->s->chat)->routing,
+						      json_integer_value(conv));
 			chat_push_customer(op->s->chat, op->s->id,
 					   json_pack("{s:s, s:O, s:b}", "type", "closed",
 						     "conversation", conv, "survey",

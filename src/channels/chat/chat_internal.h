@@ -65,5 +65,7 @@ void chat_customer_hello(struct session *s, json_t *frame, const json_t *ref);
 void chat_customer_request(struct session *s, const char *type, json_t *frame, const json_t *ref);
 void chat_agent_hello(struct session *s, json_t *frame, const json_t *ref);
 void chat_agent_request(struct session *s, const char *type, json_t *frame, const json_t *ref);
+/* The last session of S's agent closed. */
+void chat_agent_gone(struct session *s);
 
 #endif

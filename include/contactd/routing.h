@@ -1,0 +1,56 @@
+/* routing: the glue between the pure router (router.h), the store and the sessions. It
+ * rebuilds the router from PostgreSQL (cd_router_snapshot) when the store is ready, feeds it
+ * every routing input, records each decision in the store before anyone hears of it, tells
+ * the agents and customers through callbacks, and keeps one timer at the router's next
+ * deadline. One instance per process (one router leader: see DESIGN "Several machines").
+ * Every function accepts R == NULL (no routing service) and then does nothing. */
+#ifndef CONTACTD_ROUTING_H
+#define CONTACTD_ROUTING_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct app;
+struct routing;
+
+/* Where events go: the chat channel implements these. EVENT is stolen. */
+struct routing_notify {
+	void (*to_agent)(void *arg, int64_t agent_id, json_t *event);
+	void (*to_customer)(void *arg, int64_t customer_id, json_t *event);
+	void *arg;
+};
+
+struct routing *routing_new(struct app *app, const struct routing_notify *notify);
+void routing_free(struct routing **r);
+
+/* Call when the store is up with a current schema (again): loads the snapshot once. */
+void routing_store_ready(struct routing *r);
+/* SIGHUP: offer timeout, cooldown, stickiness. */
+void routing_reload(struct routing *r);
+/* Queues, agents or skills changed (admin API): re-reads them from the store. */
+void routing_resync(struct routing *r);
+bool routing_loaded(const struct routing *r);
+
+/* A conversation entered routing: ROUTE is cd_route_info's object (borrowed). */
+void routing_conversation_opened(struct routing *r, const json_t *route);
+/* It ended (resolved: the agent becomes the customer's last agent; else removed). */
+void routing_conversation_resolved(struct routing *r, int64_t conv_id);
+void routing_conversation_removed(struct routing *r, int64_t conv_id);
+/* It went back to waiting (transfer): ROUTE as above. */
+void routing_conversation_requeued(struct routing *r, const json_t *route);
+
+/* Presence of an agent (available, away, offline). */
+void routing_agent_status(struct routing *r, int64_t agent_id, const char *status);
+
+/* An agent's answer to offer OFFER_ID (the store's offers.id). Calls DONE(arg, code,
+ * message) exactly once: code NULL on success, else a protocol error code. */
+typedef void (*routing_done_cb)(void *arg, const char *code, const char *message);
+void routing_offer_answer(struct routing *r, int64_t agent_id, const char *agent_name,
+			  int64_t offer_id, bool accept, const char *reason, routing_done_cb done,
+			  void *arg);
+
+/* Position and estimated wait (seconds, -1 unknown) of a waiting conversation, or -1. */
+int routing_position(const struct routing *r, int64_t conv_id, int *position_r, int64_t *wait_s_r);
+
+#endif

@@ -1,0 +1,762 @@
+/* The routing service: router + store + notifications (see routing.h). */
+#include "contactd/routing.h"
+
+#include "contactd/app.h"
+#include "contactd/config.h"
+#include "contactd/idmap.h"
+#include "contactd/log.h"
+#include "contactd/router.h"
+#include "contactd/store.h"
+
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DECISIONS_PER_CALL   64
+#define PAUSE_AFTER_ERROR_MS 1000
+
+/* One offer: the router's id and the store's (offers.id) once recorded. */
+struct offer_link {
+	int64_t rt_id, db_id;
+	int64_t conv, agent;
+	bool revoked; /* the router revoked it before the store recorded it */
+	char revoke_wire[16];
+	char revoke_decision[16];
+	struct offer_link *then; /* an offer of the same conversation, sent once this is done */
+	int64_t expires_at_ms;
+	json_t *reason; /* why this agent, until the offer is sent */
+};
+
+struct routing {
+	struct app *app;
+	struct routing_notify n;
+	struct router *router;
+	bool loaded, loading, resyncing;
+	int64_t paused_until_ms;
+	struct event *timer;
+	struct event *kick;
+	struct idmap *by_rt;	       /* router offer id -> offer_link */
+	struct idmap *by_db;	       /* store offer id -> offer_link */
+	struct idmap *queues, *agents; /* ids the router knows (value: non-NULL marker) */
+	/* conversation -> its offer_link whose decision is being recorded: a new offer of the
+	 * same conversation waits for it, so the store sees them in the router's order */
+	struct idmap *deciding;
+	json_t *early; /* routes opened before the snapshot was loaded */
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void kick(struct routing *r)
+{
+	event_active(r->kick, EV_TIMEOUT, 0);
+}
+
+static void config_of(const struct app *app, struct router_config *rc)
+{
+	router_config_defaults(rc);
+	rc->offer_timeout_s = (int)app->cfg->offer_timeout_s;
+	rc->reject_cooldown_s = (int)app->cfg->reject_cooldown_s;
+	rc->sticky_agent_s = (int)app->cfg->sticky_agent_s;
+}
+
+static int64_t jint(const json_t *o, const char *key)
+{
+	return (int64_t)json_integer_value(json_object_get(o, key));
+}
+
+/* Calls Q with P (stolen) serialised; CB gets ARG. Returns -1 when the store refused. */
+static int call(struct routing *r, enum store_query q, json_t *p, store_cb cb, void *arg)
+{
+	char *text = json_dumps(p, JSON_COMPACT);
+	json_decref(p);
+	const char *params[1] = {text};
+	int rc = store_call(r->app->store, q, 1, params, cb, arg);
+	free(text);
+	return rc;
+}
+
+/* ---- decisions ------------------------------------------------------------------------ */
+
+struct offer_ctx {
+	struct routing *r;
+	struct offer_link *link;
+};
+
+static void link_forget(struct routing *r, struct offer_link *l)
+{
+	idmap_set(r->by_rt, l->rt_id, NULL);
+	if (l->db_id)
+		idmap_set(r->by_db, l->db_id, NULL);
+	if (idmap_get(r->deciding, l->conv) == l)
+		idmap_set(r->deciding, l->conv, NULL);
+	json_decref(l->reason);
+	free(l);
+}
+
+static void pause_routing(struct routing *r, const char *why)
+{
+	r->paused_until_ms = now_ms() + PAUSE_AFTER_ERROR_MS;
+	log_warn("routing_paused", "ms=%d reason=%s", PAUSE_AFTER_ERROR_MS, why);
+}
+
+static void send_offer(struct routing *r, struct offer_link *l);
+
+static void decide_cb(void *arg, const struct store_reply *rep)
+{
+	struct offer_ctx *oc = arg;
+	struct routing *r = oc->r;
+	struct offer_link *l = oc->link;
+	free(oc);
+	if (idmap_get(r->deciding, l->conv) == l)
+		idmap_set(r->deciding, l->conv, NULL);
+	if (l->then) {
+		send_offer(r, l->then);
+		l->then = NULL;
+	}
+	if (rep->status != STORE_OK && rep->status != STORE_CONFLICT)
+		log_warn("offer_decision_not_recorded", "offer=%lld decision=%s status=%d",
+			 (long long)l->db_id, l->revoke_decision, rep->status);
+	r->n.to_agent(r->n.arg, l->agent,
+		      json_pack("{s:s, s:I, s:I, s:s}", "type", "offer_revoked", "offer",
+				(json_int_t)l->db_id, "conversation", (json_int_t)l->conv, "reason",
+				l->revoke_wire));
+	link_forget(r, l);
+}
+
+static void record_revoke(struct routing *r, struct offer_link *l)
+{
+	struct offer_ctx *oc = malloc(sizeof(*oc));
+	oc->r = r;
+	oc->link = l;
+	json_t *p = json_pack("{s:I, s:s, s:s}", "offer", (json_int_t)l->db_id, "decision",
+			      l->revoke_decision, "reason", l->revoke_wire);
+	idmap_set(r->deciding, l->conv, l);
+	if (call(r, STORE_Q_OFFER_DECIDE, p, decide_cb, oc) < 0) {
+		struct store_reply rep = {.status = STORE_UNAVAILABLE};
+		decide_cb(oc, &rep);
+	}
+}
+
+static void offer_cb(void *arg, const struct store_reply *rep)
+{
+	struct offer_ctx *oc = arg;
+	struct routing *r = oc->r;
+	struct offer_link *l = oc->link;
+	free(oc);
+	json_t *res =
+	    rep->status == STORE_OK && rep->value ? json_loads(rep->value, 0, NULL) : NULL;
+	if (!res) {
+		enum router_error e;
+		if (l->revoked) {
+			struct offer_link *then = l->then;
+			link_forget(r, l);
+			if (then)
+				send_offer(r, then);
+		} else if (rep->status == STORE_CONFLICT || rep->status == STORE_NOT_FOUND) {
+			/* the conversation is no longer waiting (closed meanwhile) */
+			log_info("routing_drop", "conversation=%lld reason=not_queued_in_store",
+				 (long long)l->conv);
+			router_conversation_remove(r->router, l->conv, now_ms(), &e);
+			link_forget(r, l);
+		} else {
+			router_offer_cancel(r->router, l->rt_id, now_ms(), &e);
+			link_forget(r, l);
+			pause_routing(r, "offer_not_recorded");
+		}
+		kick(r);
+		return;
+	}
+	l->db_id = jint(res, "offer");
+	idmap_set(r->by_db, l->db_id, l);
+	if (l->revoked) {
+		record_revoke(r, l);
+	} else {
+		json_t *route = json_object_get(res, "route");
+		int64_t expires = jint(route, "offer_expires_at");
+		int64_t left = (expires - now_ms() + 999) / 1000;
+		r->n.to_agent(r->n.arg, l->agent,
+			      json_pack("{s:s, s:I, s:I, s:O, s:O, s:O, s:O, s:{s:O}, s:n, s:I}",
+					"type", "offer", "offer", (json_int_t)l->db_id,
+					"conversation", (json_int_t)l->conv, "channel",
+					json_object_get(route, "channel"), "queue",
+					json_object_get(route, "queue"), "priority",
+					json_object_get(route, "priority"), "tier",
+					json_object_get(route, "tier"), "customer", "id",
+					json_object_get(route, "customer"), "preview",
+					"expires_in_s", (json_int_t)(left > 0 ? left : 0)));
+	}
+	json_decref(res);
+}
+
+static void handle_offer(struct routing *r, const struct router_decision *d)
+{
+	struct offer_link *l = calloc(1, sizeof(*l));
+	l->rt_id = d->offer_id;
+	l->conv = d->conversation_id;
+	l->agent = d->agent_id;
+	idmap_set(r->by_rt, l->rt_id, l);
+	log_info("offer",
+		 "conversation=%lld agent=%lld pick=%s eligible=%d tier=%d idle_ms=%lld "
+		 "waited_ms=%lld",
+		 (long long)d->conversation_id, (long long)d->agent_id,
+		 router_pick_name(d->why.pick), d->why.eligible, d->why.agent_tier,
+		 (long long)d->why.idle_ms, (long long)d->why.waited_ms);
+	json_t *reason =
+	    json_pack("{s:s, s:i, s:i, s:i, s:I, s:I}", "pick", router_pick_name(d->why.pick),
+		      "agent_tier", d->why.agent_tier, "eligible", d->why.eligible,
+		      "eligible_same_tier", d->why.eligible_same_tier, "idle_ms",
+		      (json_int_t)d->why.idle_ms, "waited_ms", (json_int_t)d->why.waited_ms);
+	l->expires_at_ms = d->expires_at_ms;
+	l->reason = reason;
+	struct offer_link *busy = idmap_get(r->deciding, l->conv);
+	if (busy) {
+		busy->then = l; /* after the revocation before it is recorded */
+		return;
+	}
+	send_offer(r, l);
+}
+
+static void send_offer(struct routing *r, struct offer_link *l)
+{
+	json_t *reason = l->reason;
+	l->reason = NULL;
+	json_t *p = json_pack("{s:I, s:I, s:I, s:o}", "conversation", (json_int_t)l->conv, "agent",
+			      (json_int_t)l->agent, "expires_at", (json_int_t)l->expires_at_ms,
+			      "reason", reason ? reason : json_null());
+	struct offer_ctx *oc = malloc(sizeof(*oc));
+	oc->r = r;
+	oc->link = l;
+	if (call(r, STORE_Q_OFFER_CREATE, p, offer_cb, oc) < 0) {
+		struct store_reply rep = {.status = STORE_UNAVAILABLE};
+		offer_cb(oc, &rep);
+	}
+}
+
+static void handle_revoke(struct routing *r, const struct router_decision *d)
+{
+	struct offer_link *l = idmap_get(r->by_rt, d->offer_id);
+	if (!l)
+		return;
+	snprintf(l->revoke_wire, sizeof(l->revoke_wire), "%s",
+		 router_revoke_reason_wire(d->revoke_reason));
+	snprintf(l->revoke_decision, sizeof(l->revoke_decision), "%s",
+		 d->revoke_reason == ROUTER_REVOKE_TIMEOUT ? "expired" : "revoked");
+	log_info("offer_revoked", "offer=%lld conversation=%lld agent=%lld reason=%s",
+		 (long long)l->db_id, (long long)l->conv, (long long)l->agent,
+		 router_revoke_reason_name(d->revoke_reason));
+	if (!l->db_id) {
+		l->revoked = true; /* offer_cb records the revocation once the offer exists */
+		idmap_set(r->deciding, l->conv, l);
+		return;
+	}
+	record_revoke(r, l);
+}
+
+static void route_now(struct routing *r)
+{
+	if (!r->loaded)
+		return;
+	int64_t now = now_ms();
+	if (now >= r->paused_until_ms) {
+		struct router_decision d[DECISIONS_PER_CALL];
+		int n;
+		do {
+			n = router_route(r->router, now, d, DECISIONS_PER_CALL);
+			for (int i = 0; i < n; i++) {
+				if (d[i].kind == ROUTER_DECISION_OFFER)
+					handle_offer(r, &d[i]);
+				else if (d[i].kind == ROUTER_DECISION_REVOKE)
+					handle_revoke(r, &d[i]);
+				else
+					log_warn("routing_requeue", "conversation=%lld",
+						 (long long)d[i].conversation_id);
+			}
+		} while (n == DECISIONS_PER_CALL);
+	}
+	int64_t next = router_next_deadline_ms(r->router);
+	if (r->paused_until_ms > now && (next == INT64_MAX || next < r->paused_until_ms))
+		next = r->paused_until_ms;
+	if (next == INT64_MAX) {
+		evtimer_del(r->timer);
+		return;
+	}
+	int64_t wait = next > now ? next - now : 0;
+	struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)(wait % 1000) * 1000};
+	evtimer_add(r->timer, &tv);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	route_now(arg);
+}
+
+/* ---- inputs --------------------------------------------------------------------------- */
+
+static int add_route(struct routing *r, const json_t *route, int64_t now)
+{
+	int ch = router_channel_parse(json_string_value(json_object_get(route, "channel")));
+	struct router_conversation_info ci = {
+	    .id = jint(route, "id"),
+	    .queue_id = jint(route, "queue"),
+	    .customer_id = jint(route, "customer"),
+	    .channel = ch < 0 ? ROUTER_CHANNEL_CHAT : (enum router_channel)ch,
+	    .tier = (int)jint(route, "tier") > 0 ? (int)jint(route, "tier") : 1,
+	    .priority = (int)jint(route, "priority"),
+	    .enqueued_at_ms = jint(route, "enqueued_at"),
+	    .last_agent_id = jint(route, "last_agent"),
+	    .last_agent_at_ms = jint(route, "last_agent_at"),
+	};
+	enum router_error e = ROUTER_OK;
+	if (router_conversation_add(r->router, &ci, now, &e) < 0 && e != ROUTER_E_EXISTS) {
+		log_warn("routing_add_failed", "conversation=%lld queue=%lld error=%s",
+			 (long long)ci.id, (long long)ci.queue_id, router_error_name(e));
+		return -1;
+	}
+	return e == ROUTER_E_EXISTS ? 1 : 0;
+}
+
+static void tell_position(struct routing *r, const json_t *route)
+{
+	int pos;
+	int64_t wait_s;
+	int64_t conv = jint(route, "id");
+	if (routing_position(r, conv, &pos, &wait_s) < 0)
+		return;
+	r->n.to_customer(r->n.arg, jint(route, "customer"),
+			 json_pack("{s:s, s:I, s:i, s:o}", "type", "queued", "conversation",
+				   (json_int_t)conv, "position", pos, "estimated_wait_s",
+				   wait_s >= 0 ? json_integer(wait_s) : json_null()));
+}
+
+void routing_conversation_opened(struct routing *r, const json_t *route)
+{
+	if (!r)
+		return;
+	if (!r->loaded) {
+		json_array_append(r->early, (json_t *)route);
+		return;
+	}
+	if (add_route(r, route, now_ms()) == 0)
+		tell_position(r, route);
+	kick(r);
+}
+
+void routing_conversation_requeued(struct routing *r, const json_t *route)
+{
+	if (!r)
+		return;
+	if (!r->loaded)
+		return;
+	enum router_error e;
+	int64_t conv = jint(route, "id");
+	if (router_conversation_transfer(r->router, conv, jint(route, "queue"), now_ms(), &e) < 0)
+		add_route(r, route, now_ms());
+	tell_position(r, route);
+	kick(r);
+}
+
+void routing_conversation_resolved(struct routing *r, int64_t conv_id)
+{
+	if (!r)
+		return;
+	enum router_error e;
+	if (r->loaded && router_conversation_resolve(r->router, conv_id, now_ms(), &e) == 0)
+		kick(r);
+}
+
+void routing_conversation_removed(struct routing *r, int64_t conv_id)
+{
+	if (!r)
+		return;
+	enum router_error e;
+	if (r->loaded && router_conversation_remove(r->router, conv_id, now_ms(), &e) == 0)
+		kick(r);
+}
+
+void routing_agent_status(struct routing *r, int64_t agent_id, const char *status)
+{
+	if (!r)
+		return;
+	int st = router_agent_status_parse(status);
+	enum router_error e;
+	if (!r->loaded || st < 0)
+		return;
+	if (router_agent_set_status(r->router, agent_id, (enum router_agent_status)st, now_ms(),
+				    &e) < 0) {
+		log_warn("routing_agent_unknown", "agent=%lld error=%s", (long long)agent_id,
+			 router_error_name(e));
+		routing_resync(r);
+		return;
+	}
+	kick(r);
+}
+
+struct answer_ctx {
+	struct routing *r;
+	struct offer_link *link;
+	bool accept;
+	char agent_name[128];
+	routing_done_cb done;
+	void *arg;
+};
+
+static void answer_cb(void *arg, const struct store_reply *rep)
+{
+	struct answer_ctx *ac = arg;
+	struct routing *r = ac->r;
+	struct offer_link *l = ac->link;
+	json_t *res =
+	    rep->status == STORE_OK && rep->value ? json_loads(rep->value, 0, NULL) : NULL;
+	enum router_error e;
+	if (!res) {
+		struct router_conversation_view v;
+		if (ac->accept &&
+		    router_conversation_get(r->router, l->conv, &v, &e) == 0) /* waits again */
+			router_conversation_transfer(r->router, l->conv, v.queue_id, now_ms(), &e);
+		ac->done(ac->arg, rep->status == STORE_UNAVAILABLE ? "unavailable" : "conflict",
+			 rep->message ? rep->message : "the answer could not be recorded");
+	} else {
+		ac->done(ac->arg, NULL, NULL);
+		if (ac->accept) {
+			r->n.to_agent(r->n.arg, l->agent,
+				      json_pack("{s:s, s:I, s:O, s:O, s:O}", "type", "assigned",
+						"conversation", (json_int_t)l->conv, "customer",
+						json_object_get(res, "customer"), "channel",
+						json_object_get(res, "channel"), "queue",
+						json_object_get(res, "queue")));
+			r->n.to_customer(r->n.arg, jint(res, "customer"),
+					 json_pack("{s:s, s:I, s:{s:s}}", "type", "assigned",
+						   "conversation", (json_int_t)l->conv, "agent",
+						   "name", ac->agent_name));
+		}
+	}
+	json_decref(res);
+	link_forget(r, l);
+	free(ac);
+	kick(r);
+}
+
+void routing_offer_answer(struct routing *r, int64_t agent_id, const char *agent_name,
+			  int64_t offer_id, bool accept, const char *reason, routing_done_cb done,
+			  void *arg)
+{
+	struct offer_link *l = r && r->loaded ? idmap_get(r->by_db, offer_id) : NULL;
+	if (!l || l->agent != agent_id || l->revoked) {
+		done(arg, "not_found", "no such offer (expired, taken or never yours)");
+		return;
+	}
+	enum router_error e;
+	int64_t now = now_ms();
+	int rc = accept ? router_offer_accept(r->router, l->rt_id, now, &e)
+			: router_offer_reject(r->router, l->rt_id, now, &e);
+	if (rc < 0) {
+		done(arg, "not_found", "no such offer (expired, taken or never yours)");
+		return;
+	}
+	idmap_set(r->by_db, l->db_id, NULL); /* answered: no second answer */
+	l->db_id = 0;			     /* so link_forget leaves by_db alone */
+	struct answer_ctx *ac = calloc(1, sizeof(*ac));
+	ac->r = r;
+	ac->link = l;
+	ac->accept = accept;
+	snprintf(ac->agent_name, sizeof(ac->agent_name), "%s", agent_name ? agent_name : "");
+	ac->done = done;
+	ac->arg = arg;
+	json_t *p = json_pack("{s:I, s:s, s:s?}", "offer", (json_int_t)offer_id, "decision",
+			      accept ? "accepted" : "rejected", "reason", reason);
+	if (call(r, STORE_Q_OFFER_DECIDE, p, answer_cb, ac) < 0) {
+		struct store_reply rep = {.status = STORE_UNAVAILABLE};
+		answer_cb(ac, &rep);
+	}
+}
+
+int routing_position(const struct routing *r, int64_t conv_id, int *position_r, int64_t *wait_s_r)
+{
+	enum router_error e;
+	int64_t wait_ms;
+	if (!r || !r->loaded ||
+	    router_conversation_position(r->router, conv_id, position_r, &e) < 0)
+		return -1;
+	if (router_conversation_estimate(r->router, conv_id, &wait_ms, &e) < 0 || wait_ms < 0)
+		*wait_s_r = -1;
+	else
+		*wait_s_r = (wait_ms + 999) / 1000;
+	return 0;
+}
+
+/* ---- snapshot ------------------------------------------------------------------------- */
+
+static int skills_of(const json_t *obj, struct router_skill *out, int max)
+{
+	const char *key;
+	json_t *v;
+	int n = 0;
+	json_object_foreach((json_t *)obj, key, v)
+	{
+		if (n == max)
+			break;
+		out[n].skill_id = strtoll(key, NULL, 10);
+		out[n].level = (int)json_integer_value(v);
+		n++;
+	}
+	return n;
+}
+
+struct gone {
+	struct routing *r;
+	struct idmap *seen;
+	int64_t now;
+	int64_t *ids;
+	size_t n, cap;
+};
+
+static void collect_gone(int64_t key, void *value, void *arg)
+{
+	struct gone *g = arg;
+	if (idmap_get(g->seen, key))
+		return;
+	if (g->n == g->cap) {
+		g->cap = g->cap ? 2 * g->cap : 16;
+		g->ids = realloc(g->ids, g->cap * sizeof(*g->ids));
+	}
+	g->ids[g->n++] = key;
+}
+
+/* Sets every queue and agent of SNAP; forgets those the store no longer has. */
+static void apply_setup(struct routing *r, const json_t *snap, int64_t now, bool initial)
+{
+	struct idmap *seen_q = idmap_new(), *seen_a = idmap_new();
+	size_t i;
+	json_t *q, *a;
+	enum router_error e;
+	json_array_foreach(json_object_get(snap, "queues"), i, q)
+	{
+		struct router_skill sk[64];
+		struct router_overflow of[32];
+		int nof = 0;
+		size_t j;
+		json_t *step;
+		json_array_foreach(json_object_get(q, "overflow"), j, step)
+		{
+			if (nof == 32)
+				break;
+			of[nof].after_s = (int)jint(step, "after_s");
+			of[nof].tier = (int)jint(step, "tier");
+			nof++;
+		}
+		struct router_queue_info qi = {
+		    .id = jint(q, "id"),
+		    .priority = (int)jint(q, "priority"),
+		    .skills = sk,
+		    .nskills = skills_of(json_object_get(q, "skills"), sk, 64),
+		    .overflow = of,
+		    .noverflow = nof,
+		};
+		if (router_queue_set(r->router, &qi, now, &e) < 0)
+			log_warn("routing_queue_rejected", "queue=%lld error=%s", (long long)qi.id,
+				 router_error_name(e));
+		idmap_set(seen_q, qi.id, (void *)1);
+		idmap_set(r->queues, qi.id, (void *)1);
+	}
+	json_array_foreach(json_object_get(snap, "agents"), i, a)
+	{
+		struct router_skill sk[64];
+		json_t *cap = json_object_get(a, "capacity");
+		struct router_agent_info ai = {
+		    .id = jint(a, "id"),
+		    .tier = (int)jint(a, "tier") > 0 ? (int)jint(a, "tier") : 1,
+		    .skills = sk,
+		    .nskills = skills_of(json_object_get(a, "skills"), sk, 64),
+		    .capacity = {(int)jint(cap, "chat"), (int)jint(cap, "email"),
+				 (int)jint(cap, "voice")},
+		};
+		if (router_agent_set(r->router, &ai, now, &e) < 0)
+			log_warn("routing_agent_rejected", "agent=%lld error=%s", (long long)ai.id,
+				 router_error_name(e));
+		idmap_set(seen_a, ai.id, (void *)1);
+		idmap_set(r->agents, ai.id, (void *)1);
+	}
+	/* what the store no longer has goes */
+	struct gone gone = {.r = r, .seen = seen_a, .now = now};
+	idmap_each(r->agents, collect_gone, &gone);
+	for (size_t k = 0; k < gone.n; k++) {
+		router_agent_remove(r->router, gone.ids[k], now, &e);
+		idmap_set(r->agents, gone.ids[k], NULL);
+	}
+	gone.n = 0;
+	gone.seen = seen_q;
+	idmap_each(r->queues, collect_gone, &gone);
+	for (size_t k = 0; k < gone.n; k++)
+		if (router_queue_remove(r->router, gone.ids[k], &e) == 0)
+			idmap_set(r->queues, gone.ids[k], NULL);
+	free(gone.ids);
+	(void)initial;
+	idmap_free(&seen_q);
+	idmap_free(&seen_a);
+}
+
+static void apply_conversations(struct routing *r, const json_t *snap, int64_t now)
+{
+	size_t i;
+	json_t *c;
+	enum router_error e;
+	int64_t cooldown_ms = (int64_t)r->app->cfg->reject_cooldown_s * 1000;
+	json_array_foreach(json_object_get(snap, "conversations"), i, c)
+	{
+		if (add_route(r, c, now) < 0)
+			continue;
+		int64_t conv = jint(c, "id");
+		size_t j;
+		json_t *rej;
+		json_array_foreach(json_object_get(c, "rejected"), j, rej)
+		{
+			int64_t until = jint(rej, "at") + cooldown_ms;
+			if (until > now)
+				router_conversation_restore_cooldown(
+				    r->router, conv, jint(rej, "agent"), until, now, &e);
+		}
+		const char *status = json_string_value(json_object_get(c, "status"));
+		if (status && strcmp(status, "assigned") == 0 && jint(c, "agent") > 0) {
+			router_conversation_assign(r->router, conv, jint(c, "agent"), now, &e);
+		} else if (jint(c, "offer") > 0) {
+			int64_t db = jint(c, "offer");
+			if (router_conversation_restore_offer(
+				r->router, conv, jint(c, "offer_agent"), db,
+				jint(c, "offer_expires_at"), now, &e) == 0) {
+				struct offer_link *l = calloc(1, sizeof(*l));
+				l->rt_id = l->db_id = db;
+				l->conv = conv;
+				l->agent = jint(c, "offer_agent");
+				idmap_set(r->by_rt, db, l);
+				idmap_set(r->by_db, db, l);
+			}
+		}
+	}
+}
+
+static void snapshot_cb(void *arg, const struct store_reply *rep)
+{
+	struct routing *r = arg;
+	bool initial = !r->loaded;
+	r->loading = r->resyncing = false;
+	json_t *snap =
+	    rep->status == STORE_OK && rep->value ? json_loads(rep->value, 0, NULL) : NULL;
+	if (!snap) {
+		log_error("routing_snapshot_failed", "status=%d", rep->status);
+		return;
+	}
+	int64_t now = now_ms();
+	apply_setup(r, snap, now, initial);
+	if (initial) {
+		apply_conversations(r, snap, now);
+		r->loaded = true;
+		size_t i;
+		json_t *route;
+		json_array_foreach(r->early, i, route) add_route(r, route, now);
+		json_array_clear(r->early);
+		struct router_stats st;
+		router_stats(r->router, &st);
+		log_info("routing_loaded", "queues=%d agents=%d waiting=%d offered=%d assigned=%d",
+			 st.queues, st.agents, st.waiting, st.offered, st.assigned);
+	}
+	json_decref(snap);
+	kick(r);
+}
+
+void routing_store_ready(struct routing *r)
+{
+	if (!r)
+		return;
+	if (r->loaded || r->loading)
+		return;
+	r->loading = true;
+	if (store_call(r->app->store, STORE_Q_ROUTER_SNAPSHOT, 0, NULL, snapshot_cb, r) < 0)
+		r->loading = false;
+}
+
+void routing_resync(struct routing *r)
+{
+	if (!r)
+		return;
+	if (!r->loaded || r->resyncing)
+		return;
+	r->resyncing = true;
+	if (store_call(r->app->store, STORE_Q_ROUTER_SNAPSHOT, 0, NULL, snapshot_cb, r) < 0)
+		r->resyncing = false;
+}
+
+bool routing_loaded(const struct routing *r)
+{
+	return r->loaded;
+}
+
+void routing_reload(struct routing *r)
+{
+	if (!r)
+		return;
+	struct router_config rc;
+	config_of(r->app, &rc);
+	router_set_config(r->router, &rc);
+}
+
+static void kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	route_now(arg);
+}
+
+struct routing *routing_new(struct app *app, const struct routing_notify *notify)
+{
+	struct routing *r = calloc(1, sizeof(*r));
+	r->app = app;
+	r->n = *notify;
+	struct router_config rc;
+	config_of(app, &rc);
+	r->router = router_new(&rc);
+	r->timer = evtimer_new(app->base, timer_cb, r);
+	r->kick = event_new(app->base, -1, 0, kick_cb, r);
+	r->by_rt = idmap_new();
+	r->by_db = idmap_new();
+	r->queues = idmap_new();
+	r->agents = idmap_new();
+	r->deciding = idmap_new();
+	r->early = json_array();
+	return r;
+}
+
+static void free_link(int64_t key, void *value, void *arg)
+{
+	struct offer_link *l = value;
+	json_decref(l->reason);
+	free(l);
+}
+
+static void free_links(struct routing *r)
+{
+	idmap_each(r->by_rt, free_link, NULL); /* every link is in by_rt */
+}
+
+void routing_free(struct routing **rp)
+{
+	struct routing *r = *rp;
+	if (!r)
+		return;
+	*rp = NULL;
+	free_links(r);
+	event_free(r->timer);
+	event_free(r->kick);
+	idmap_free(&r->by_rt);
+	idmap_free(&r->by_db);
+	idmap_free(&r->queues);
+	idmap_free(&r->agents);
+	idmap_free(&r->deciding);
+	json_decref(r->early);
+	router_free(&r->router);
+	free(r);
+}

@@ -1,0 +1,155 @@
+"""Routing over real sockets: offers by skill, accept, reject and timeout re-offers, the
+conversation between customer and agent, resolve, and the line rebuilt after a restart."""
+import signal
+import time
+
+import harness
+from harness import DaemonTest, Ndjson, free_port
+
+
+class Routing(DaemonTest):
+    def setUp(self):
+        super().setUp()
+        self.clients = []
+        self.port = free_port()
+        self.d = self.daemon(listen={"client": "127.0.0.1:%d" % self.port},
+                             extra={"routing.offer_timeout_s": "2",
+                                    "routing.reject_cooldown_s": "60"}).start()
+        self.token = self.d.admin_token()
+        self.post("/v1/skills", {"name": "billing"})
+        self.post("/v1/skills", {"name": "tech"})
+        self.post("/v1/queues", {"name": "billing", "skills": {"billing": 2}})
+        self.post("/v1/queues", {"name": "tech", "skills": {"tech": 1}})
+
+    def tearDown(self):
+        for c in self.clients:
+            c.close()
+        super().tearDown()
+
+    def post(self, path, body):
+        status, obj, _ = self.d.request("POST", path, body, token=self.token)
+        self.assertEqual(status, 201, obj)
+        return obj
+
+    def db(self, sql):
+        return harness.psql(sql, dbname=self.d.conninfo.split("dbname=")[1])
+
+    def connect(self):
+        c = Ndjson(self.port)
+        self.clients.append(c)
+        return c
+
+    def agent(self, login, skills, available=True, **extra):
+        body = {"login": login, "name": login.title(), "password": login + "-password",
+                "skills": skills}
+        body.update(extra)
+        self.post("/v1/agents", body)
+        a = self.connect()
+        r = a.request({"type": "hello", "role": "agent", "login": login,
+                       "password": login + "-password"})
+        self.assertEqual(r["type"], "ok", r)
+        if available:
+            self.assertEqual(a.request({"type": "presence", "status": "available"})["type"],
+                             "ok")
+        return a
+
+    def customer(self, queue="billing", body="My invoice is wrong"):
+        c = self.connect()
+        self.assertEqual(c.request({"type": "hello", "role": "customer", "name": "Ana",
+                                    "queue": queue})["type"], "ok")
+        r = c.request({"type": "message", "body": body})
+        self.assertEqual(r["type"], "ok", r)
+        return c, r["conversation"]
+
+    def test_offer_accept_talk_resolve(self):
+        alice = self.agent("alice", {"billing": 3})
+        c, conv = self.customer()
+        queued = c.event("queued")
+        self.assertEqual((queued["conversation"], queued["position"]), (conv, 1))
+        offer = alice.event("offer")
+        self.assertEqual((offer["conversation"], offer["channel"]), (conv, "chat"))
+        self.assertGreater(offer["expires_in_s"], 0)
+        r = alice.request({"type": "accept", "offer": offer["offer"]})
+        self.assertEqual(r["type"], "ok", r)
+        self.assertEqual(alice.event("assigned")["conversation"], conv)
+        assigned = c.event("assigned")
+        self.assertEqual(assigned["agent"]["name"], "Alice")
+        self.assertEqual(self.db("SELECT status, agent_id IS NOT NULL FROM conversations "
+                                 "WHERE id = %d" % conv), "assigned|t")
+        # the customer's next message reaches the agent, and the answer the customer
+        c.request({"type": "message", "body": "invoice 42"})
+        m = alice.event("message")
+        self.assertEqual((m["conversation"], m["body"]), (conv, "invoice 42"))
+        self.assertEqual(alice.request({"type": "message", "conversation": conv,
+                                        "body": "Fixed!"})["type"], "ok")
+        self.assertEqual(c.event("message")["body"], "Fixed!")
+        self.assertEqual(alice.request({"type": "resolve", "conversation": conv,
+                                        "disposition": "fixed"})["type"], "ok")
+        self.assertEqual(self.db("SELECT status FROM conversations WHERE id = %d" % conv),
+                         "resolved")
+        kinds = self.db("SELECT string_agg(kind, ',' ORDER BY id) FROM conversation_events "
+                        "WHERE conversation_id = %d" % conv)
+        for k in ("enqueued", "offered", "accepted", "assigned", "resolved"):
+            self.assertIn(k, kinds)
+
+    def test_skills_decide_who_is_offered(self):
+        low = self.agent("low", {"billing": 1})      # below the queue's level 2
+        tech = self.agent("techie", {"tech": 5})
+        good = self.agent("good", {"billing": 2})
+        c, conv = self.customer()
+        self.assertEqual(good.event("offer")["conversation"], conv)
+        self.assertFalse(any(e.get("type") == "offer" for e in low.events + tech.events))
+        low.request({"type": "presence", "status": "available"})
+        self.assertFalse(any(e.get("type") == "offer" for e in low.events))
+
+    def test_reject_offers_it_elsewhere_and_not_back(self):
+        a1 = self.agent("a1", {"billing": 3})
+        c, conv = self.customer()
+        o1 = a1.event("offer")
+        a2 = self.agent("a2", {"billing": 3})
+        self.assertEqual(a1.request({"type": "reject", "offer": o1["offer"],
+                                     "reason": "busy"})["type"], "ok")
+        o2 = a2.event("offer")
+        self.assertEqual(o2["conversation"], conv)
+        self.assertEqual(self.db("SELECT state FROM offers WHERE id = %d" % o1["offer"]),
+                         "rejected")
+        # the same offer cannot be answered twice
+        r = a1.request({"type": "accept", "offer": o1["offer"]})
+        self.assertEqual((r["type"], r["code"]), ("error", "not_found"))
+
+    def test_offer_timeout_revokes_and_reoffers(self):
+        a1 = self.agent("slow", {"billing": 3})
+        c, conv = self.customer()
+        o1 = a1.event("offer")
+        a2 = self.agent("quick", {"billing": 3})
+        revoked = a1.event("offer_revoked", timeout=10)
+        self.assertEqual((revoked["offer"], revoked["reason"]), (o1["offer"], "timeout"))
+        o2 = a2.event("offer", timeout=10)
+        self.assertEqual(o2["conversation"], conv)
+        self.assertEqual(self.db("SELECT state FROM offers WHERE id = %d" % o1["offer"]),
+                         "expired")
+
+    def test_agent_going_away_revokes_its_offer(self):
+        a1 = self.agent("away1", {"billing": 3})
+        c, conv = self.customer()
+        o1 = a1.event("offer")
+        a1.request({"type": "presence", "status": "away"})
+        self.assertEqual(a1.event("offer_revoked")["offer"], o1["offer"])
+
+    def test_restart_rebuilds_waiting_line(self):
+        c1, conv1 = self.customer()
+        c2, conv2 = self.customer()
+        self.assertEqual(self.d.stop(signal.SIGTERM), 0)
+        for c in self.clients:
+            c.close()
+        self.clients = []
+        self.d.start()
+        a = self.agent("after", {"billing": 3})
+        o = a.event("offer")
+        self.assertEqual(o["conversation"], conv1)  # oldest first
+        a.request({"type": "accept", "offer": o["offer"]})
+        a.request({"type": "presence", "status": "available"})
+
+
+if __name__ == "__main__":
+    harness.main()
