@@ -803,6 +803,65 @@ START_TEST(errors)
 }
 END_TEST
 
+START_TEST(rebuild_then_route)
+{
+	/* what the glue does at start: queues, agents (presence, idle), conversations, offers
+	 * and assignments in flight, cooldowns; then one route over everything */
+	queue(1, 0, "1:1", "");
+	for (int64_t id = 1; id <= 50; id++) {
+		agent(id, id <= 40 ? 1 : 2, "1:1", 1, 0, 0);
+		idle_since(id, T - id * 1000); /* higher id: idle longer */
+	}
+	for (int64_t id = 1; id <= 30; id++)
+		conv_full(id, 1, ROUTER_CHANNEL_CHAT, 1, 0, T - id * 1000, 0, 0, 0);
+	ck_assert_int_eq(router_conversation_restore_offer(R, 1, 1, 500, T + 10000, T, NULL), 0);
+	ck_assert_int_eq(router_conversation_assign(R, 2, 2, T, NULL), 0);
+	ck_assert_int_eq(router_conversation_restore_cooldown(R, 30, 40, T + 60000, T, NULL), 0);
+	struct router_decision d[64];
+	ck_assert_int_eq(route(d, 64), 28);
+	/* oldest first, each to the longest-idle tier-1 agent; 30 may not go to 40 */
+	is_offer(&d[0], 30, 39);
+	is_offer(&d[1], 29, 40);
+	for (int i = 2; i < 28; i++) {
+		is_offer(&d[i], 30 - i, 40 - i);
+		ck_assert_int_eq(d[i].offer_id, 501 + i); /* numbering moved past 500 */
+		ck_assert_int_eq(d[i].why.pick, ROUTER_PICK_LOWEST_TIER);
+	}
+	ck_assert_int_eq(router_next_deadline_ms(R), T + 10000);
+	struct router_stats st;
+	router_stats(R, &st);
+	ck_assert_int_eq(st.offered, 29);
+	ck_assert_int_eq(st.assigned, 1);
+	ck_assert_int_eq(st.waiting, 0);
+	ck_assert_int_eq(st.agents_busy, 30);
+}
+END_TEST
+
+START_TEST(many_customers)
+{
+	/* the last-agent records are pruned as they age out; recent ones still count */
+	queue(1, 0, "", "");
+	agent(1, 1, "", 1, 0, 0);
+	agent(2, 2, "", 1, 0, 0);
+	idle_since(1, 0);
+	for (int64_t id = 1; id <= 6000; id++) {
+		conv_full(id, 1, ROUTER_CHANNEL_CHAT, 1, 0, T, id, 0, 0);
+		ck_assert_int_eq(router_conversation_assign(R, id, 2, T, NULL), 0);
+		T += 1000;
+		ck_assert_int_eq(router_conversation_resolve(R, id, T, NULL), 0);
+	}
+	idle_since(1, 0);
+	conv_full(7000, 1, ROUTER_CHANNEL_CHAT, 1, 0, T, 5990, 0, 0);
+	struct router_decision d[4];
+	ck_assert_int_eq(route(d, 4), 1);
+	is_offer(&d[0], 7000, 2);
+	ck_assert_int_eq(d[0].why.pick, ROUTER_PICK_STICKY);
+	conv_full(7001, 1, ROUTER_CHANNEL_CHAT, 1, 0, T, 10, 0, 0); /* long ago */
+	ck_assert_int_eq(route(d, 4), 1);
+	is_offer(&d[0], 7001, 1);
+}
+END_TEST
+
 /* ---- the reference model ----------------------------------------------------------------
  * Plain arrays and loops, no indexes: every rule of router.h written the obvious way. */
 
@@ -1988,6 +2047,8 @@ static Suite *router_suite(void)
 	tcase_add_test(tc, next_deadline);
 	tcase_add_test(tc, positions_estimates_stats);
 	tcase_add_test(tc, errors);
+	tcase_add_test(tc, rebuild_then_route);
+	tcase_add_test(tc, many_customers);
 	suite_add_tcase(s, tc);
 	TCase *tr = tcase_create("reference");
 	tcase_add_checked_fixture(tr, setup, teardown);
