@@ -42,8 +42,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== pg-ceiling pipeline batch 100" >&2
-"$B/pg-ceiling" --conninfo "$CONN" --mode pipeline --batch 100 --seconds "$SECONDS_" | tee -a "$OUT"
+echo "== pg-ceiling pipeline batch 100 (its own database)" >&2
+psql -X -q "$CONN" -c "CREATE DATABASE ceiling"
+CEIL_CONN="${CONN/dbname=app/dbname=ceiling}"
+"$B/pg-ceiling" --conninfo "$CEIL_CONN" --mode pipeline --batch 100 --seconds "$SECONDS_" | tee -a "$OUT"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 CPORT=$(free_port) HPORT=$(free_port)

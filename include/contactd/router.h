@@ -13,7 +13,7 @@
  * - A queue requires skills with minimum levels; an agent can serve it when it has every one
  *   at that level or higher. A queue requiring nothing can be served by every agent.
  * - Capacity is per class: chat, email, voice. The channels sms, whatsapp, social, web and
- *   api are live text conversations and count as chat (router_channel_capacity()).
+ *   api are live text conversations and count as chat (router_channel_class()).
  * - An agent is eligible for a waiting conversation when it is available, can serve the
  *   queue, has a free slot in the conversation's class, is not in a reject cooldown for
  *   that conversation, and its tier is within the window: at least the conversation's tier
@@ -46,10 +46,11 @@
  *   longer eligible by skills and tier window (status, capacity and cooldown are not
  *   re-checked: the offer holds its slot).
  *
- * Decisions come out of router_route() in this order: revocations caused by earlier events
- * (in event order; several from one event by offer id), offer timeouts due by now (by
- * expires_at, then offer id), then new offers. It returns only new work: once returned, a
- * decision is never returned again.
+ * Decisions come out of router_route() in this order: revocations and re-queues caused by
+ * earlier inputs (in input order; within one input, revocations by offer id, then re-queues
+ * by conversation id), offer timeouts due by now (by expires_at, then offer id), then new
+ * offers. It returns only new work: once returned, a decision is never returned again.
+ * One thread (the event loop) owns a router; nothing in it is locked.
  *
  * Complexity (W waiting conversations in a queue, A agents, Q_a queues an agent can serve,
  * B buckets = distinct (tier, priority) among the waiting conversations of one queue and
@@ -57,13 +58,14 @@
  * cooldowns naming an agent; all expected, from treaps with random priorities):
  * - offering a conversation that arrives or returns: O(log A + k_c log A) to find its agent
  *   (plus O(log A) for the eligible count in the reason), O(log W) to index it;
- * - an agent freeing a slot: O(sum over its Q_a queues of (B + S) + k_a log W) to find its
- *   conversation; every slot change re-keys the agent in O(Q_a log A);
- * - both are independent of how many conversations wait in total and of how many agents
- *   cannot serve the queue; no decision scans waiting conversations x agents.
- * - When more than ~sqrt(W total) agents changed between two router_route() calls (e.g.
- *   after a rebuild), that call makes one ordered pass over every waiting conversation
- *   instead, O(W log W + W log A), which is the cheaper of the two there.
+ * - an agent freeing a slot: O(sum over its Q_a queues of (B log W + S) + k_a log W) to find
+ *   its conversation; a slot or idle_since change re-keys the agent in O(Q_a log A);
+ * - so, but for log factors, a decision does not grow with the number of waiting
+ *   conversations nor with agents who cannot serve the queue; none scans waiting
+ *   conversations x agents.
+ * - When more than max(32, sqrt(all waiting)) agents changed between two router_route()
+ *   calls (e.g. after a rebuild), that call makes one ordered pass over every waiting
+ *   conversation instead, O(W log W + W log A), the cheaper of the two there.
  * - Queue changes cost O(A + conversations); agent skill changes O(queues).
  * - position O(log W); queue stats O(1); router_stats O(1); router_verify O(everything).
  * Out of memory aborts (as elsewhere in contactd): no function leaves indexes half-updated.

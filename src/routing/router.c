@@ -17,30 +17,29 @@ static int fail(enum router_error *error_r, enum router_error e)
 /* ---- names ---- */
 
 static const char *const error_names[ROUTER_E__COUNT] = {
-	[ROUTER_OK] = "ok",
-	[ROUTER_E_INVALID] = "invalid",
-	[ROUTER_E_EXISTS] = "exists",
-	[ROUTER_E_UNKNOWN_QUEUE] = "unknown_queue",
-	[ROUTER_E_UNKNOWN_AGENT] = "unknown_agent",
-	[ROUTER_E_UNKNOWN_CONVERSATION] = "unknown_conversation",
-	[ROUTER_E_UNKNOWN_OFFER] = "unknown_offer",
-	[ROUTER_E_STATE] = "state",
-	[ROUTER_E_BUSY] = "busy",
+    [ROUTER_OK] = "ok",
+    [ROUTER_E_INVALID] = "invalid",
+    [ROUTER_E_EXISTS] = "exists",
+    [ROUTER_E_UNKNOWN_QUEUE] = "unknown_queue",
+    [ROUTER_E_UNKNOWN_AGENT] = "unknown_agent",
+    [ROUTER_E_UNKNOWN_CONVERSATION] = "unknown_conversation",
+    [ROUTER_E_UNKNOWN_OFFER] = "unknown_offer",
+    [ROUTER_E_STATE] = "state",
+    [ROUTER_E_BUSY] = "busy",
 };
 
 static const char *const channel_names[ROUTER_CHANNEL__COUNT] = {
-	"chat", "email", "voice", "sms", "whatsapp", "social", "web", "api",
+    "chat", "email", "voice", "sms", "whatsapp", "social", "web", "api",
 };
 
 static const char *const status_names[] = {"offline", "available", "away"};
 static const char *const state_names[] = {"waiting", "offered", "assigned"};
 static const char *const pick_names[] = {"only", "sticky", "lowest_tier", "longest_idle"};
 static const char *const revoke_names[] = {
-	"timeout", "agent_unavailable", "agent_removed", "ineligible",
-	"transferred", "taken", "closed",
+    "timeout", "agent_unavailable", "agent_removed", "ineligible", "transferred", "taken", "closed",
 };
 
-#define NAME(table, i)                                                                            \
+#define NAME(table, i)                                                                             \
 	((unsigned)(i) < sizeof(table) / sizeof(table[0]) ? table[(unsigned)(i)] : "unknown")
 
 const char *router_error_name(enum router_error e)
@@ -320,7 +319,8 @@ static struct router_skill *copy_skills(const struct router_skill *skills, int n
 		memcpy(s, skills, (size_t)n * sizeof(*s));
 	qsort(s, (size_t)n, sizeof(*s), cmp_skill);
 	for (int i = 0; i < n && *ok; i++) {
-		if (s[i].skill_id <= 0 || s[i].level < 1 || (i && s[i].skill_id == s[i - 1].skill_id))
+		if (s[i].skill_id <= 0 || s[i].level < 1 ||
+		    (i && s[i].skill_id == s[i - 1].skill_id))
 			*ok = false;
 	}
 	if (!*ok) {
@@ -714,13 +714,13 @@ static void revoke(struct router *r, struct router_conv *c, enum router_revoke_r
 		   int64_t now_ms, bool requeue)
 {
 	struct router_decision d = {
-		.kind = ROUTER_DECISION_REVOKE,
-		.conversation_id = c->id,
-		.agent_id = c->agent->id,
-		.queue_id = c->q->id,
-		.offer_id = c->offer_id,
-		.at_ms = now_ms,
-		.revoke_reason = reason,
+	    .kind = ROUTER_DECISION_REVOKE,
+	    .conversation_id = c->id,
+	    .agent_id = c->agent->id,
+	    .queue_id = c->q->id,
+	    .offer_id = c->offer_id,
+	    .at_ms = now_ms,
+	    .revoke_reason = reason,
 	};
 	router_outbox_push(r, &d);
 	if (requeue)
@@ -839,8 +839,8 @@ static void customer_prune(struct router *r, int64_t now_ms)
 	r->customers_pruned_n = m->n;
 }
 
-static void customer_record(struct router *r, int64_t customer_id, int64_t agent_id,
-			    int64_t at_ms, int64_t now_ms)
+static void customer_record(struct router *r, int64_t customer_id, int64_t agent_id, int64_t at_ms,
+			    int64_t now_ms)
 {
 	if (customer_id <= 0 || agent_id <= 0)
 		return;
@@ -1082,11 +1082,11 @@ int router_agent_remove(struct router *r, int64_t agent_id, int64_t now_ms,
 	for (int i = 0; i < n; i++) {
 		struct router_conv *c = v[i];
 		struct router_decision d = {
-			.kind = ROUTER_DECISION_REQUEUE,
-			.conversation_id = c->id,
-			.agent_id = a->id,
-			.queue_id = c->q->id,
-			.at_ms = now_ms,
+		    .kind = ROUTER_DECISION_REQUEUE,
+		    .conversation_id = c->id,
+		    .agent_id = a->id,
+		    .queue_id = c->q->id,
+		    .at_ms = now_ms,
 		};
 		router_outbox_push(r, &d);
 		conv_unassign(r, c, now_ms);
@@ -1110,7 +1110,8 @@ int router_agent_remove(struct router *r, int64_t agent_id, int64_t now_ms,
 int router_conversation_add(struct router *r, const struct router_conversation_info *info,
 			    int64_t now_ms, enum router_error *error_r)
 {
-	if (!info || info->id <= 0 || info->tier < 1 || (unsigned)info->channel >= ROUTER_CHANNEL__COUNT)
+	if (!info || info->id <= 0 || info->tier < 1 ||
+	    (unsigned)info->channel >= ROUTER_CHANNEL__COUNT)
 		return fail(error_r, ROUTER_E_INVALID);
 	if (router_map_get(&r->convs, info->id))
 		return fail(error_r, ROUTER_E_EXISTS);
@@ -1177,8 +1178,8 @@ int router_conversation_transfer(struct router *r, int64_t conv_id, int64_t queu
 	return 0;
 }
 
-int router_conversation_assign(struct router *r, int64_t conv_id, int64_t agent_id,
-			       int64_t now_ms, enum router_error *error_r)
+int router_conversation_assign(struct router *r, int64_t conv_id, int64_t agent_id, int64_t now_ms,
+			       enum router_error *error_r)
 {
 	struct router_conv *c = router_map_get(&r->convs, conv_id);
 	if (!c)

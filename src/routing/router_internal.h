@@ -175,8 +175,8 @@ struct router_conv {
 	struct router_item item;
 };
 
-#define ROUTER_CONV_OF_TIMER(h)                                                                   \
-	((struct router_conv *)((char *)(h) - offsetof(struct router_conv, timer)))
+#define ROUTER_CONV_OF_TIMER(h)                                                                    \
+	((struct router_conv *)((char *)(h)-offsetof(struct router_conv, timer)))
 
 struct router_customer {
 	int64_t agent_id, at_ms;
@@ -201,16 +201,14 @@ struct router {
 /* router.c: shared mutations */
 uint32_t router_rand(struct router *r);
 void router_seen(struct router *r, int64_t now_ms);
-struct router_member *router_member_of(const struct router_agent *a,
-				       const struct router_queue *q);
+struct router_member *router_member_of(const struct router_agent *a, const struct router_queue *q);
 void router_conv_key(const struct router_conv *c, struct router_key *k);
 bool router_key_before(const struct router_key *a, const struct router_key *b);
 void router_conv_enter_waiting(struct router *r, struct router_conv *c, int64_t now_ms);
 void router_conv_offer(struct router *r, struct router_conv *c, struct router_agent *a,
 		       int64_t offer_id, int64_t expires_at);
 /* Ends a pending offer: back to waiting, with a cooldown for its agent when COOLDOWN. */
-void router_conv_unoffer(struct router *r, struct router_conv *c, bool cooldown,
-			 int64_t now_ms);
+void router_conv_unoffer(struct router *r, struct router_conv *c, bool cooldown, int64_t now_ms);
 /* Drops ended cooldowns and (re)arms C's wait timer at its next overflow step that widens
  * the window or the end of its next cooldown, whichever comes first. */
 void router_conv_schedule(struct router *r, struct router_conv *c, int64_t now_ms);

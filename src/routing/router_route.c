@@ -58,8 +58,8 @@ struct router_agent *router_sticky_agent(const struct router *r, const struct ro
 	if (!e || now_ms - e->at_ms > r->sticky_ms)
 		return NULL;
 	struct router_agent *a = router_map_get(&r->agents, e->agent_id);
-	if (!a || !agent_free_for(a, c) || a->tier < c->tier || a->tier > router_window_hi(c, now_ms) ||
-	    router_cooled(c, a->id, now_ms))
+	if (!a || !agent_free_for(a, c) || a->tier < c->tier ||
+	    a->tier > router_window_hi(c, now_ms) || router_cooled(c, a->id, now_ms))
 		return NULL;
 	return a;
 }
@@ -200,8 +200,7 @@ static void make_offer(struct router *r, struct router_conv *c, struct router_ag
 	router_conv_offer(r, c, a, id, d->expires_at_ms);
 }
 
-static int take_revocations(struct router *r, int64_t now_ms, struct router_decision *out,
-			    int max)
+static int take_revocations(struct router *r, int64_t now_ms, struct router_decision *out, int max)
 {
 	int n = 0;
 	while (n < max && r->outbox_head < r->outbox_n)
@@ -235,7 +234,8 @@ int router_expire(struct router *r, int64_t now_ms, struct router_decision *out,
 static void fire_wait_timers(struct router *r, int64_t now_ms)
 {
 	struct router_hnode *h;
-	while ((h = router_heap_top(&r->wait_timers)) && ROUTER_CONV_OF_TIMER(h)->timer_at <= now_ms) {
+	while ((h = router_heap_top(&r->wait_timers)) &&
+	       ROUTER_CONV_OF_TIMER(h)->timer_at <= now_ms) {
 		struct router_conv *c = ROUTER_CONV_OF_TIMER(h);
 		router_conv_schedule(r, c, now_ms);
 		router_mark_conv(r, c);

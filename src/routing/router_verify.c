@@ -4,12 +4,12 @@
 
 #include <stdlib.h>
 
-#define CHECK(cond, what)                                                                         \
-	do {                                                                                      \
-		if (!(cond)) {                                                                    \
-			*error_r = what;                                                          \
-			return -1;                                                                \
-		}                                                                                 \
+#define CHECK(cond, what)                                                                          \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			*error_r = what;                                                           \
+			return -1;                                                                 \
+		}                                                                                  \
 	} while (0)
 
 static bool in_heap(const struct router_heap *h, const struct router_hnode *x)
@@ -49,8 +49,7 @@ static int64_t next_change(const struct router_conv *c, int64_t now_ms)
 	return at;
 }
 
-static int verify_queue(const struct router *r, const struct router_queue *q,
-			const char **error_r)
+static int verify_queue(const struct router *r, const struct router_queue *q, const char **error_r)
 {
 	CHECK(router_treap_check(q->line, NULL, NULL) >= 0, "queue line treap broken");
 	long nb = 0;
@@ -97,8 +96,7 @@ static int verify_queue(const struct router *r, const struct router_queue *q,
 	return 0;
 }
 
-static int verify_agent(const struct router *r, const struct router_agent *a,
-			const char **error_r)
+static int verify_agent(const struct router *r, const struct router_agent *a, const char **error_r)
 {
 	int load[ROUTER_NCLASS] = {0}, noff = 0, nass = 0;
 	const struct router_conv *prev = NULL;
@@ -148,7 +146,7 @@ static int verify_conv(const struct router *r, const struct router_conv *c, cons
 		CHECK(router_treap_lower(c->q->line, c->line_node.k) == &c->line_node,
 		      "waiting conversation not in line");
 		CHECK(c->line_node.k[0] == -(int64_t)c->priority &&
-			      c->line_node.k[1] == c->enqueued_at,
+			  c->line_node.k[1] == c->enqueued_at,
 		      "line key stale");
 		CHECK(c->bucket && c->bucket->tier == c->tier && c->bucket->priority == c->priority,
 		      "wrong bucket");
@@ -157,7 +155,7 @@ static int verify_conv(const struct router *r, const struct router_conv *c, cons
 		if (c->timer.idx >= 0) {
 			CHECK(in_heap(&r->wait_timers, &c->timer), "wait timer not in heap");
 			CHECK(c->timer_at <= r->now_seen ||
-				      c->timer_at == next_change(c, r->now_seen),
+				  c->timer_at == next_change(c, r->now_seen),
 			      "wait timer wrong");
 		} else {
 			CHECK(next_change(c, r->now_seen) == INT64_MAX, "wait timer missing");
@@ -187,7 +185,7 @@ int router_verify(const struct router *r, const char **error_r)
 	if (!error_r)
 		error_r = &dummy;
 	CHECK(router_heap_check(&r->work) && router_heap_check(&r->wait_timers) &&
-		      router_heap_check(&r->offer_timers),
+		  router_heap_check(&r->offer_timers),
 	      "heap order broken");
 	int waiting = 0, offered = 0, assigned = 0, by_status[3] = {0}, busy = 0, work_agents = 0;
 	for (size_t i = 0; i < r->queues.cap; i++) {
@@ -243,7 +241,8 @@ int router_verify(const struct router *r, const char **error_r)
 		const struct router_conv *c = it->owner;
 		struct router_key k;
 		router_conv_key(c, &k);
-		CHECK(!it->inf && !router_key_before(&k, &it->key) && !router_key_before(&it->key, &k),
+		CHECK(!it->inf && !router_key_before(&k, &it->key) &&
+			  !router_key_before(&it->key, &k),
 		      "conversation work key stale");
 	}
 	return 0;

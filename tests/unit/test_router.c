@@ -63,8 +63,12 @@ static void queue(int64_t id, int prio, const char *skills, const char *steps)
 	int nst = pairs(steps, a, b, 8);
 	for (int i = 0; i < nst; i++)
 		st[i] = (struct router_overflow){.after_s = (int)a[i], .tier = b[i]};
-	struct router_queue_info qi = {
-		.id = id, .priority = prio, .skills = sk, .nskills = nsk, .overflow = st, .noverflow = nst};
+	struct router_queue_info qi = {.id = id,
+				       .priority = prio,
+				       .skills = sk,
+				       .nskills = nsk,
+				       .overflow = st,
+				       .noverflow = nst};
 	ck_assert_int_eq(router_queue_set(R, &qi, T, NULL), 0);
 }
 
@@ -77,8 +81,8 @@ static void agent(int64_t id, int tier, const char *skills, int chat, int email,
 	int nsk = pairs(skills, a, b, 8);
 	for (int i = 0; i < nsk; i++)
 		sk[i] = (struct router_skill){.skill_id = a[i], .level = b[i]};
-	struct router_agent_info ai = {.id = id, .tier = tier, .skills = sk, .nskills = nsk,
-				       .capacity = {chat, email, voice}};
+	struct router_agent_info ai = {
+	    .id = id, .tier = tier, .skills = sk, .nskills = nsk, .capacity = {chat, email, voice}};
 	ck_assert_int_eq(router_agent_set(R, &ai, T, NULL), 0);
 	ck_assert_int_eq(router_agent_set_status(R, id, ROUTER_AGENT_AVAILABLE, T, NULL), 0);
 }
@@ -92,15 +96,15 @@ static void conv_full(int64_t id, int64_t q, enum router_channel ch, int tier, i
 		      int64_t enq, int64_t customer, int64_t last_agent, int64_t last_at)
 {
 	struct router_conversation_info ci = {
-		.id = id,
-		.queue_id = q,
-		.customer_id = customer,
-		.channel = ch,
-		.tier = tier,
-		.priority = prio,
-		.enqueued_at_ms = enq,
-		.last_agent_id = last_agent,
-		.last_agent_at_ms = last_at,
+	    .id = id,
+	    .queue_id = q,
+	    .customer_id = customer,
+	    .channel = ch,
+	    .tier = tier,
+	    .priority = prio,
+	    .enqueued_at_ms = enq,
+	    .last_agent_id = last_agent,
+	    .last_agent_at_ms = last_at,
 	};
 	ck_assert_int_eq(router_conversation_add(R, &ci, T, NULL), 0);
 }
@@ -178,9 +182,9 @@ START_TEST(names)
 	ck_assert_int_eq(router_channel_parse("fax"), -1);
 	ck_assert_int_eq(router_channel_class(ROUTER_CHANNEL_EMAIL), ROUTER_CLASS_EMAIL);
 	ck_assert_int_eq(router_channel_class(ROUTER_CHANNEL_VOICE), ROUTER_CLASS_VOICE);
-	const enum router_channel chatty[] = {ROUTER_CHANNEL_CHAT, ROUTER_CHANNEL_SMS,
+	const enum router_channel chatty[] = {ROUTER_CHANNEL_CHAT,     ROUTER_CHANNEL_SMS,
 					      ROUTER_CHANNEL_WHATSAPP, ROUTER_CHANNEL_SOCIAL,
-					      ROUTER_CHANNEL_WEB, ROUTER_CHANNEL_API};
+					      ROUTER_CHANNEL_WEB,      ROUTER_CHANNEL_API};
 	for (size_t i = 0; i < sizeof(chatty) / sizeof(chatty[0]); i++)
 		ck_assert_int_eq(router_channel_class(chatty[i]), ROUTER_CLASS_CHAT);
 	ck_assert_int_eq(router_agent_status_parse("away"), ROUTER_AGENT_AWAY);
@@ -865,10 +869,10 @@ END_TEST
 /* ---- the reference model ----------------------------------------------------------------
  * Plain arrays and loops, no indexes: every rule of router.h written the obvious way. */
 
-#define MAXQ 4
-#define MAXA 80
+#define MAXQ	4
+#define MAXA	80
 #define MAXCUST 10
-#define NSKILL 4
+#define NSKILL	4
 
 struct rf_queue {
 	bool live;
@@ -923,7 +927,8 @@ static bool rf_serves(const struct rf_agent *a, const struct rf_queue *q)
 	for (int j = 0; j < q->nsk; j++) {
 		bool ok = false;
 		for (int i = 0; i < a->nsk; i++)
-			ok |= a->sk[i].skill_id == q->sk[j].skill_id && a->sk[i].level >= q->sk[j].level;
+			ok |= a->sk[i].skill_id == q->sk[j].skill_id &&
+			      a->sk[i].level >= q->sk[j].level;
 		if (!ok)
 			return false;
 	}
@@ -1021,10 +1026,10 @@ static void rf_release(struct rf_conv *c, int64_t now)
 static void rf_unoffer(int64_t cid, bool cooldown, int64_t now)
 {
 	struct rf_conv *c = &rf.c[cid];
-	int64_t agent = c->agent;
+	int64_t aid = c->agent;
 	rf_release(c, now);
 	if (cooldown)
-		rf_set_cooldown(c, agent, now + rf.cd_ms);
+		rf_set_cooldown(c, aid, now + rf.cd_ms);
 	c->state = ROUTER_CONV_WAITING;
 }
 
@@ -1080,7 +1085,7 @@ static bool f_of_agent(int64_t cid, int64_t a, int64_t now)
 
 static void rf_customer(int64_t cust, int64_t agent, int64_t at)
 {
-	if (cust <= 0 || agent <= 0)
+	if (cust <= 0 || cust > MAXCUST || agent <= 0)
 		return;
 	if (!rf.cust[cust].set || at >= rf.cust[cust].at) {
 		rf.cust[cust].set = true;
@@ -1121,10 +1126,10 @@ static int64_t rf_choose(int64_t cid, int64_t now, struct router_reason *why)
 	why->tier_max = rf_hi(c, now);
 	why->idle_ms = now - a->idle;
 	why->waited_ms = now - c->enq;
-	why->pick = sticky ? ROUTER_PICK_STICKY
-		    : why->eligible == 1 ? ROUTER_PICK_ONLY
+	why->pick = sticky				      ? ROUTER_PICK_STICKY
+		    : why->eligible == 1		      ? ROUTER_PICK_ONLY
 		    : why->eligible_same_tier < why->eligible ? ROUTER_PICK_LOWEST_TIER
-							       : ROUTER_PICK_LONGEST_IDLE;
+							      : ROUTER_PICK_LONGEST_IDLE;
 	return chosen;
 }
 
@@ -1274,16 +1279,16 @@ static uint32_t rnd(uint32_t n)
 }
 
 /* Check records every passing ck_assert (a write per call): the random runs test quietly. */
-#define SAME(cond, ...)                                                                           \
-	do {                                                                                      \
-		if (!(cond))                                                                      \
+#define SAME(cond, ...)                                                                            \
+	do {                                                                                       \
+		if (!(cond))                                                                       \
 			ck_abort_msg("seed %u step %d op %s: " __VA_ARGS__);                       \
 	} while (0)
 
 static void same_rc(int got, enum router_error gerr, int want, enum router_error werr)
 {
-	SAME(got == want && (got == 0 || gerr == werr), "rc %d/%s, reference %d/%s", g_seed,
-	     g_step, g_op, got, router_error_name(gerr), want, router_error_name(werr));
+	SAME(got == want && (got == 0 || gerr == werr), "rc %d/%s, reference %d/%s", g_seed, g_step,
+	     g_op, got, router_error_name(gerr), want, router_error_name(werr));
 }
 
 static void same_decision(const struct router_decision *g, const struct router_decision *w, int i)
@@ -1317,7 +1322,7 @@ static void same_state(int64_t now)
 	SAME(router_verify(R, &why) == 0, "router_verify: %s", g_seed, g_step, g_op, why);
 	struct router_stats st;
 	router_stats(R, &st);
-	int waiting = 0, offered = 0, assigned = 0, by[3] = {0}, busy = 0, agents = 0, queues = 0;
+	int waiting = 0, noffered = 0, assigned = 0, by[3] = {0}, busy = 0, agents = 0, queues = 0;
 	for (int64_t i = 1; i < rf.nc; i++) {
 		const struct rf_conv *c = &rf.c[i];
 		struct router_conversation_view v;
@@ -1327,13 +1332,13 @@ static void same_state(int64_t now)
 		if (!c->live)
 			continue;
 		SAME((int)v.state == c->state && v.queue_id == c->q && v.tier == c->tier &&
-			     v.priority == c->prio && v.enqueued_at_ms == c->enq &&
-			     v.agent_id == c->agent && v.offer_id == c->offer &&
-			     v.expires_at_ms == c->expires,
+			 v.priority == c->prio && v.enqueued_at_ms == c->enq &&
+			 v.agent_id == c->agent && v.offer_id == c->offer &&
+			 v.expires_at_ms == c->expires,
 		     "conversation %" PRId64 ": state %d agent %" PRId64 ", reference %d %" PRId64,
 		     g_seed, g_step, g_op, i, v.state, v.agent_id, c->state, c->agent);
 		waiting += c->state == ROUTER_CONV_WAITING;
-		offered += c->state == ROUTER_CONV_OFFERED;
+		noffered += c->state == ROUTER_CONV_OFFERED;
 		assigned += c->state == ROUTER_CONV_ASSIGNED;
 		if (c->state != ROUTER_CONV_WAITING)
 			continue;
@@ -1361,11 +1366,11 @@ static void same_state(int64_t now)
 		for (int64_t j = 1; j < rf.nc; j++)
 			held += rf.c[j].live && rf.c[j].agent == i;
 		busy += a->status == ROUTER_AGENT_AVAILABLE && held > 0;
-		SAME((int)v.status == a->status && v.tier == a->tier && v.idle_since_ms == a->idle &&
-			     !memcmp(v.load, a->load, sizeof(v.load)) &&
-			     !memcmp(v.capacity, a->cap, sizeof(v.capacity)),
-		     "agent %" PRId64 " status %d idle %" PRId64 " load %d/%d/%d, reference %d %" PRId64
-		     " %d/%d/%d",
+		SAME((int)v.status == a->status && v.tier == a->tier &&
+			 v.idle_since_ms == a->idle && !memcmp(v.load, a->load, sizeof(v.load)) &&
+			 !memcmp(v.capacity, a->cap, sizeof(v.capacity)),
+		     "agent %" PRId64 " status %d idle %" PRId64
+		     " load %d/%d/%d, reference %d %" PRId64 " %d/%d/%d",
 		     g_seed, g_step, g_op, i, v.status, v.idle_since_ms, v.load[0], v.load[1],
 		     v.load[2], a->status, a->idle, a->load[0], a->load[1], a->load[2]);
 	}
@@ -1391,18 +1396,19 @@ static void same_state(int64_t now)
 		}
 		for (int64_t i = 1; i <= rf.na; i++) {
 			const struct rf_agent *a = &rf.a[i];
-			avail += a->live && a->status == ROUTER_AGENT_AVAILABLE && rf_serves(a, &rf.q[q]);
+			avail += a->live && a->status == ROUTER_AGENT_AVAILABLE &&
+				 rf_serves(a, &rf.q[q]);
 		}
 		int64_t longest = oldest != INT64_MAX && now > oldest ? now - oldest : 0;
 		SAME(qs.waiting == w && qs.offered == o && qs.assigned == s &&
-			     qs.longest_wait_ms == longest && qs.agents_available == avail &&
-			     qs.slots[0] == rf_slots(q, 0) && qs.slots[1] == rf_slots(q, 1) &&
-			     qs.slots[2] == rf_slots(q, 2) && qs.mean_handle_ms == rf.q[q].mean,
+			 qs.longest_wait_ms == longest && qs.agents_available == avail &&
+			 qs.slots[0] == rf_slots(q, 0) && qs.slots[1] == rf_slots(q, 1) &&
+			 qs.slots[2] == rf_slots(q, 2) && qs.mean_handle_ms == rf.q[q].mean,
 		     "queue %" PRId64 " stats", g_seed, g_step, g_op, q);
 	}
-	SAME(st.waiting == waiting && st.offered == offered && st.assigned == assigned &&
-		     st.agents == agents && st.queues == queues && st.agents_offline == by[0] &&
-		     st.agents_available == by[1] && st.agents_away == by[2] && st.agents_busy == busy,
+	SAME(st.waiting == waiting && st.offered == noffered && st.assigned == assigned &&
+		 st.agents == agents && st.queues == queues && st.agents_offline == by[0] &&
+		 st.agents_available == by[1] && st.agents_away == by[2] && st.agents_busy == busy,
 	     "router_stats", g_seed, g_step, g_op);
 }
 
@@ -1412,7 +1418,8 @@ static void random_skills(struct router_skill *sk, int *n, int max, int maxlevel
 	*n = 0;
 	for (int id = 1; id <= NSKILL && *n < want; id++) {
 		if (rnd(2))
-			sk[(*n)++] = (struct router_skill){.skill_id = id, .level = 1 + (int)rnd((uint32_t)maxlevel)};
+			sk[(*n)++] = (struct router_skill){
+			    .skill_id = id, .level = 1 + (int)rnd((uint32_t)maxlevel)};
 	}
 }
 
@@ -1430,7 +1437,7 @@ static void op_queue_set(int64_t now)
 			continue;
 		used |= 1 << k;
 		st[qi.noverflow++] =
-			(struct router_overflow){.after_s = afters[k], .tier = 1 + (int)rnd(3)};
+		    (struct router_overflow){.after_s = afters[k], .tier = 1 + (int)rnd(3)};
 	}
 	bool invalid = false;
 	if (rnd(40) == 0 && qi.noverflow) {
@@ -1563,13 +1570,13 @@ static void op_agent_remove(int64_t now)
 static void op_conv_add(int64_t now)
 {
 	struct router_conversation_info ci = {
-		.id = rf.nc,
-		.queue_id = 1 + rnd(MAXQ + 1),
-		.customer_id = rnd(MAXCUST + 1),
-		.channel = (int)rnd(ROUTER_CHANNEL__COUNT),
-		.tier = 1 + (int)rnd(3),
-		.priority = (int)rnd(3),
-		.enqueued_at_ms = now - 500 * (int64_t)rnd(60),
+	    .id = rf.nc,
+	    .queue_id = 1 + rnd(MAXQ + 1),
+	    .customer_id = rnd(MAXCUST + 1),
+	    .channel = (int)rnd(ROUTER_CHANNEL__COUNT),
+	    .tier = 1 + (int)rnd(3),
+	    .priority = (int)rnd(3),
+	    .enqueued_at_ms = now - 500 * (int64_t)rnd(60),
 	};
 	if (rnd(3) == 0) {
 		ci.last_agent_id = 1 + rnd((uint32_t)rf.na);
@@ -1780,28 +1787,23 @@ static void op_restore_offer(int64_t now)
 	int64_t expires = now - 5000 + 500 * (int64_t)rnd(60);
 	enum router_error e = ROUTER_OK;
 	int rc = router_conversation_restore_offer(R, cid, aid, offer, expires, now, &e);
-	if (offer <= 0)
-		{
+	if (offer <= 0) {
 		same_rc(rc, e, -1, ROUTER_E_INVALID);
 		return;
 	}
-	if (!conv_known(cid))
-		{
+	if (!conv_known(cid)) {
 		same_rc(rc, e, -1, ROUTER_E_UNKNOWN_CONVERSATION);
 		return;
 	}
-	if (!rf.a[aid].live)
-		{
+	if (!rf.a[aid].live) {
 		same_rc(rc, e, -1, ROUTER_E_UNKNOWN_AGENT);
 		return;
 	}
-	if (rf.c[cid].state != ROUTER_CONV_WAITING)
-		{
+	if (rf.c[cid].state != ROUTER_CONV_WAITING) {
 		same_rc(rc, e, -1, ROUTER_E_STATE);
 		return;
 	}
-	if (rf_offer_pending(offer))
-		{
+	if (rf_offer_pending(offer)) {
 		same_rc(rc, e, -1, ROUTER_E_EXISTS);
 		return;
 	}
@@ -1815,13 +1817,11 @@ static void op_restore_cooldown(int64_t now)
 	int64_t until = now - 1000 + 500 * (int64_t)rnd(80);
 	enum router_error e = ROUTER_OK;
 	int rc = router_conversation_restore_cooldown(R, cid, aid, until, now, &e);
-	if (aid <= 0)
-		{
+	if (aid <= 0) {
 		same_rc(rc, e, -1, ROUTER_E_INVALID);
 		return;
 	}
-	if (!conv_known(cid))
-		{
+	if (!conv_known(cid)) {
 		same_rc(rc, e, -1, ROUTER_E_UNKNOWN_CONVERSATION);
 		return;
 	}
@@ -1982,7 +1982,8 @@ static void random_run(unsigned seed, int steps, int nagents, bool bulk)
 			} else {
 				same_rc(rc, e, 0, ROUTER_OK);
 				struct rf_queue *qq = &rf.q[q];
-				qq->mean = !qq->mean ? (ms > 0 ? ms : 1) : qq->mean + (ms - qq->mean) / 8;
+				qq->mean =
+				    !qq->mean ? (ms > 0 ? ms : 1) : qq->mean + (ms - qq->mean) / 8;
 				if (qq->mean < 1)
 					qq->mean = 1;
 			}
@@ -2004,8 +2005,8 @@ static void random_run(unsigned seed, int steps, int nagents, bool bulk)
 			live += rf.c[i].live;
 			waiting += rf.c[i].live && rf.c[i].state == ROUTER_CONV_WAITING;
 		}
-		fprintf(stderr, "seed %u: %d ids, %d live, %d waiting, %d decisions (%d offers)\n", seed,
-			rf.nc, live, waiting, n_decisions, n_offers);
+		fprintf(stderr, "seed %u: %d ids, %d live, %d waiting, %d decisions (%d offers)\n",
+			seed, rf.nc, live, waiting, n_decisions, n_offers);
 	}
 	free(rf.c);
 	free(rf.out);

@@ -1,0 +1,61 @@
+"""tools/contactd-chat, the terminal client, against the real daemon."""
+import os
+import subprocess
+import time
+
+import harness
+from harness import DaemonTest, free_port
+
+TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "contactd-chat")
+
+
+def read_until(proc, needle, timeout=20):
+    deadline = time.time() + timeout
+    seen = []
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if needle in line:
+            return seen
+    raise AssertionError("no %r in the tool's output:\n%s" % (needle, "".join(seen)))
+
+
+class Tools(DaemonTest):
+    def test_customer_and_agent_talk_through_the_terminal_client(self):
+        port = free_port()
+        d = self.daemon(listen={"client": "127.0.0.1:%d" % port}).start()
+        tok = d.admin_token()
+        self.assertEqual(d.request("POST", "/v1/queues", {"name": "general"}, token=tok)[0], 201)
+        self.assertEqual(d.request("POST", "/v1/agents", {"login": "ana", "name": "Ana",
+                                                          "password": "ana-password"},
+                                   token=tok)[0], 201)
+        agent = subprocess.Popen([TOOL, "agent", "--port", str(port), "--login", "ana",
+                                  "--password", "ana-password"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True, bufsize=1)
+        cust = subprocess.Popen([TOOL, "customer", "--port", str(port), "--name", "Bo"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                bufsize=1)
+        try:
+            read_until(agent, '"agent": {')
+            agent.stdin.write("/available\n")
+            read_until(agent, '"status": "available"')
+            read_until(cust, '"resume"')
+            cust.stdin.write("my parcel is late\n")
+            read_until(cust, '"message"')
+            offer = [l for l in read_until(agent, '"type": "offer"') if '"offer"' in l][-1]
+            offer_id = harness.json.loads(offer[3:])["offer"]
+            agent.stdin.write("/accept %d\n" % offer_id)
+            read_until(agent, '"type": "assigned"')
+            read_until(cust, '"type": "assigned"')
+            agent.stdin.write("On it!\n")
+            read_until(cust, '"body": "On it!"')
+        finally:
+            for p in (agent, cust):
+                p.stdin.close()
+                p.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    harness.main()
