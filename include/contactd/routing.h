@@ -50,6 +50,11 @@ void routing_offer_answer(struct routing *r, int64_t agent_id, const char *agent
 			  int64_t offer_id, bool accept, const char *reason, routing_done_cb done,
 			  void *arg);
 
+/* The conversation's agent (assigned or offered; 0 when waiting) and customer, per the
+ * router. Returns -1 when the router does not hold it. */
+int routing_conversation_parties(const struct routing *r, int64_t conv_id, int64_t *agent_r,
+				 int64_t *customer_r);
+
 /* Position and estimated wait (seconds, -1 unknown) of a waiting conversation, or -1. */
 int routing_position(const struct routing *r, int64_t conv_id, int *position_r, int64_t *wait_s_r);
 

@@ -26,6 +26,7 @@ enum store_query {
 	STORE_Q_AGENT_PRESENCE,	 /* (json) -> json */
 	STORE_Q_AGENT_MESSAGE,	 /* (json) -> json */
 	STORE_Q_CONV_RESOLVE,	 /* (json) -> json */
+	STORE_Q_CONV_TRANSFER,	 /* (json) -> json */
 	STORE_Q_OFFER_CREATE,	 /* (json) -> json */
 	STORE_Q_OFFER_DECIDE,	 /* (json) -> json */
 	STORE_Q_ROUTER_SNAPSHOT, /* () -> json */

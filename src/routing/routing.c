@@ -477,6 +477,18 @@ void routing_offer_answer(struct routing *r, int64_t agent_id, const char *agent
 	}
 }
 
+int routing_conversation_parties(const struct routing *r, int64_t conv_id, int64_t *agent_r,
+				 int64_t *customer_r)
+{
+	struct router_conversation_view v;
+	enum router_error e;
+	if (!r || !r->loaded || router_conversation_get(r->router, conv_id, &v, &e) < 0)
+		return -1;
+	*agent_r = v.state == ROUTER_CONV_ASSIGNED ? v.agent_id : 0;
+	*customer_r = v.customer_id;
+	return 0;
+}
+
 int routing_position(const struct routing *r, int64_t conv_id, int *position_r, int64_t *wait_s_r)
 {
 	enum router_error e;
@@ -510,9 +522,7 @@ static int skills_of(const json_t *obj, struct router_skill *out, int max)
 }
 
 struct gone {
-	struct routing *r;
 	struct idmap *seen;
-	int64_t now;
 	int64_t *ids;
 	size_t n, cap;
 };
@@ -540,16 +550,14 @@ static void apply_setup(struct routing *r, const json_t *snap, int64_t now, bool
 	{
 		struct router_skill sk[64];
 		struct router_overflow of[32];
-		int nof = 0;
-		size_t j;
-		json_t *step;
-		json_array_foreach(json_object_get(q, "overflow"), j, step)
-		{
-			if (nof == 32)
-				break;
-			of[nof].after_s = (int)jint(step, "after_s");
-			of[nof].tier = (int)jint(step, "tier");
-			nof++;
+		json_t *steps = json_object_get(q, "overflow");
+		int nof = (int)json_array_size(steps);
+		if (nof > 32)
+			nof = 32;
+		for (int j = 0; j < nof; j++) {
+			json_t *step = json_array_get(steps, (size_t)j);
+			of[j].after_s = (int)jint(step, "after_s");
+			of[j].tier = (int)jint(step, "tier");
 		}
 		struct router_queue_info qi = {
 		    .id = jint(q, "id"),
@@ -584,7 +592,7 @@ static void apply_setup(struct routing *r, const json_t *snap, int64_t now, bool
 		idmap_set(r->agents, ai.id, (void *)1);
 	}
 	/* what the store no longer has goes */
-	struct gone gone = {.r = r, .seen = seen_a, .now = now};
+	struct gone gone = {.seen = seen_a};
 	idmap_each(r->agents, collect_gone, &gone);
 	for (size_t k = 0; k < gone.n; k++) {
 		router_agent_remove(r->router, gone.ids[k], now, &e);
@@ -659,7 +667,10 @@ static void snapshot_cb(void *arg, const struct store_reply *rep)
 		r->loaded = true;
 		size_t i;
 		json_t *route;
-		json_array_foreach(r->early, i, route) add_route(r, route, now);
+		json_array_foreach(r->early, i, route)
+		{
+			add_route(r, route, now);
+		}
 		json_array_clear(r->early);
 		struct router_stats st;
 		router_stats(r->router, &st);

@@ -41,6 +41,8 @@ static const struct {
     [STORE_Q_AGENT_PRESENCE] = {"agent_presence", "SELECT cd_agent_presence($1::jsonb)::text", 1},
     [STORE_Q_AGENT_MESSAGE] = {"agent_message", "SELECT cd_agent_message($1::jsonb)::text", 1},
     [STORE_Q_CONV_RESOLVE] = {"conv_resolve", "SELECT cd_conversation_resolve($1::jsonb)::text", 1},
+    [STORE_Q_CONV_TRANSFER] = {"conv_transfer", "SELECT cd_conversation_transfer($1::jsonb)::text",
+			       1},
     [STORE_Q_OFFER_CREATE] = {"offer_create", "SELECT cd_offer_create($1::jsonb)::text", 1},
     [STORE_Q_OFFER_DECIDE] = {"offer_decide", "SELECT cd_offer_decide($1::jsonb)::text", 1},
     [STORE_Q_ROUTER_SNAPSHOT] = {"router_snapshot", "SELECT cd_router_snapshot()::text", 0},

@@ -32,7 +32,7 @@ def make_cert(d, name, cn):
             "-out", "%s/%s.pem" % (d, name))
 
 
-class Https(DaemonTest):
+class PkiTest(DaemonTest):
     def setUp(self):
         super().setUp()
         self.pki = tempfile.mkdtemp(prefix="contactd-pki-")
@@ -71,6 +71,8 @@ class Https(DaemonTest):
                 subject = dict(x[0] for x in t.getpeercert()["subject"])
                 return subject["commonName"], t.version()
 
+
+class Https(PkiTest):
     def test_https_serves_and_uses_tls12_or_newer(self):
         self.start()
         status, body = self.get("/readyz", self.context())
@@ -114,6 +116,39 @@ class Https(DaemonTest):
         d.kill(signal.SIGHUP)
         d.wait_log(r"event=reload_failed")
         self.assertEqual(self.peer_cn()[0], "server-one")
+
+
+class ClientTls(PkiTest):
+    """The client listener over TLS (client_tls), with and without client certificates."""
+
+    def start_client_tls(self, require=""):
+        self.port = free_port()
+        extra = {"tls.cert_file": self.pki + "/server.pem", "tls.key_file": self.pki + "/server.key",
+                 "tls.ca_file": self.pki + "/ca.pem", "tls.require_client_cert": require}
+        d = self.daemon(extra=extra, listen={"client_tls": "127.0.0.1:%d" % self.port})
+        d.start()
+        token = d.admin_token()
+        self.assertEqual(d.request("POST", "/v1/queues", {"name": "general"}, token=token)[0],
+                         201)
+        return d
+
+    def test_customer_over_tls(self):
+        self.start_client_tls()
+        c = harness.Ndjson(self.port, ssl_context=self.context())
+        self.assertEqual(c.request({"type": "hello", "role": "customer"})["type"], "ok")
+        r = c.request({"type": "message", "body": "over TLS"})
+        self.assertEqual(r["type"], "ok", r)
+        self.assertEqual(c.sock.version() in ("TLSv1.2", "TLSv1.3"), True)
+        c.close()
+
+    def test_client_certificate_required_on_client_tls(self):
+        self.start_client_tls(require="client_tls")
+        with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
+            c = harness.Ndjson(self.port, ssl_context=self.context())
+            c.request({"type": "hello", "role": "customer"})
+        c = harness.Ndjson(self.port, ssl_context=self.context(client_cert=True))
+        self.assertEqual(c.request({"type": "hello", "role": "customer"})["type"], "ok")
+        c.close()
 
 
 if __name__ == "__main__":

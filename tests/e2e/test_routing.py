@@ -136,6 +136,60 @@ class Routing(DaemonTest):
         a1.request({"type": "presence", "status": "away"})
         self.assertEqual(a1.event("offer_revoked")["offer"], o1["offer"])
 
+    def accepted(self, agent, conv):
+        o = agent.event("offer")
+        self.assertEqual(o["conversation"], conv)
+        self.assertEqual(agent.request({"type": "accept", "offer": o["offer"]})["type"], "ok")
+        agent.event("assigned")
+        return o
+
+    def test_typing_is_relayed_both_ways(self):
+        a = self.agent("typer", {"billing": 3})
+        c, conv = self.customer()
+        self.accepted(a, conv)
+        c.event("assigned")
+        c.request({"type": "typing"})
+        self.assertEqual(a.event("typing")["conversation"], conv)
+        a.request({"type": "typing", "conversation": conv})
+        self.assertEqual(c.event("typing")["conversation"], conv)
+
+    def test_transfer_to_another_queue(self):
+        a = self.agent("biller", {"billing": 3})
+        t = self.agent("techie", {"tech": 2})
+        c, conv = self.customer()
+        self.accepted(a, conv)
+        r = a.request({"type": "transfer", "conversation": conv, "queue": "tech"})
+        self.assertEqual(r["type"], "ok", r)
+        self.accepted(t, conv)
+        self.assertEqual(self.db("SELECT q.name FROM conversations c JOIN queues q "
+                                 "ON q.id = c.queue_id WHERE c.id = %d" % conv), "tech")
+        # only the assigned agent (or a supervisor) may transfer
+        r = a.request({"type": "transfer", "conversation": conv, "queue": "billing"})
+        self.assertEqual((r["type"], r["code"]), ("error", "forbidden"))
+
+    def test_capacity_limits_offers(self):
+        a = self.agent("single", {"billing": 3}, capacity={"chat": 1})
+        c1, conv1 = self.customer()
+        self.accepted(a, conv1)
+        c2, conv2 = self.customer()
+        time.sleep(0.5)
+        self.assertFalse(any(e.get("type") == "offer" for e in a.events))
+        a.request({"type": "resolve", "conversation": conv1})
+        self.assertEqual(a.event("offer")["conversation"], conv2)
+
+    def test_events_reach_every_session_of_one_agent(self):
+        a1 = self.agent("multi", {"billing": 3})
+        a2 = self.connect()
+        self.assertEqual(a2.request({"type": "hello", "role": "agent", "login": "multi",
+                                     "password": "multi-password"})["type"], "ok")
+        c, conv = self.customer()
+        o1 = a1.event("offer")
+        o2 = a2.event("offer")
+        self.assertEqual(o1["offer"], o2["offer"])
+        # accepted from the second session
+        self.assertEqual(a2.request({"type": "accept", "offer": o2["offer"]})["type"], "ok")
+        self.assertEqual(a1.event("assigned")["conversation"], conv)
+
     def test_restart_rebuilds_waiting_line(self):
         c1, conv1 = self.customer()
         c2, conv2 = self.customer()
@@ -144,7 +198,7 @@ class Routing(DaemonTest):
             c.close()
         self.clients = []
         self.d.start()
-        a = self.agent("after", {"billing": 3})
+        a = self.agent("after", {"billing": 3}, capacity={"chat": 1})
         o = a.event("offer")
         self.assertEqual(o["conversation"], conv1)  # oldest first
         a.request({"type": "accept", "offer": o["offer"]})

@@ -272,6 +272,13 @@ static void simple_cb(void *arg, const struct store_reply *rep)
 						     "name", json_object_get(op->s->agent, "name"),
 						     "body", json_object_get(op->frame, "body"),
 						     "at", json_object_get(res, "created_at")));
+	} else if (strcmp(type, "transfer") == 0) {
+		chat_reply_ok(op, json_pack("{s:O, s:O}", "conversation",
+					    json_object_get(res, "conversation"), "queue",
+					    json_object_get(res, "queue")));
+		json_t *route = json_object_get(res, "route");
+		if (!json_is_true(json_object_get(res, "duplicate")) && json_is_object(route))
+			routing_conversation_requeued(chat_app(c)->routing, route);
 	} else if (strcmp(type, "resolve") == 0) {
 		chat_reply_ok(
 		    op, json_pack("{s:O}", "conversation", json_object_get(res, "conversation")));
@@ -359,6 +366,47 @@ void chat_agent_request(struct session *s, const char *type, json_t *frame, cons
 		call_json(
 		    op, strcmp(type, "message") == 0 ? STORE_Q_AGENT_MESSAGE : STORE_Q_CONV_RESOLVE,
 		    p);
+		return;
+	}
+	if (strcmp(type, "typing") == 0) {
+		int64_t conv, assigned = 0, customer = 0;
+		if (!chat_id_field(op, "conversation", true, &conv)) {
+			chat_op_free(op);
+			return;
+		}
+		if (routing_conversation_parties(chat_app(s->chat)->routing, conv, &assigned,
+						 &customer) == 0 &&
+		    assigned == s->id)
+			chat_push_customer(s->chat, customer,
+					   json_pack("{s:s, s:I}", "type", "typing", "conversation",
+						     (json_int_t)conv));
+		if (ref)
+			chat_reply_ok(op, NULL);
+		chat_op_free(op);
+		return;
+	}
+	if (strcmp(type, "transfer") == 0) {
+		int64_t conv;
+		const char *queue;
+		if (!chat_id_field(op, "conversation", true, &conv) ||
+		    !chat_opt_string(op, "queue", &queue, 128)) {
+			chat_op_free(op);
+			return;
+		}
+		if (!queue || json_object_get(frame, "agent")) {
+			chat_reply_error(op, "invalid",
+					 json_object_get(frame, "agent")
+					     ? "agent: transfer to an agent is not supported yet; "
+					       "transfer to a queue"
+					     : "queue: is required");
+			chat_op_free(op);
+			return;
+		}
+		json_t *cmid = json_object_get(frame, "client_msg_id");
+		json_t *p = json_pack("{s:I, s:I, s:s, s:O}", "conversation", (json_int_t)conv,
+				      "by_agent", (json_int_t)s->id, "queue", queue,
+				      "client_msg_id", cmid ? cmid : json_null());
+		call_json(op, STORE_Q_CONV_TRANSFER, p);
 		return;
 	}
 	if (strcmp(type, "accept") == 0 || strcmp(type, "reject") == 0) {

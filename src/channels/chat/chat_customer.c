@@ -90,6 +90,7 @@ static void hello_cb(void *arg, const struct store_reply *rep)
 	if (chat_op_live(op) && customer > 0) {
 		s->role = ROLE_CUSTOMER;
 		s->id = customer;
+		s->conversation = json_integer_value(json_object_get(res, "conversation"));
 		s->queue = h->queue;
 		h->queue = NULL;
 		s->hello_busy = false;
@@ -183,6 +184,7 @@ static void message_cb(void *arg, const struct store_reply *rep)
 		json_t *msg = json_object_get(res, "message");
 		json_t *conv = json_object_get(res, "conversation");
 		chat_reply_ok(op, json_pack("{s:O, s:O}", "message", msg, "conversation", conv));
+		s->conversation = json_integer_value(conv);
 		json_t *route = json_object_get(res, "route");
 		bool dup = json_is_true(json_object_get(res, "duplicate"));
 		if (json_is_true(json_object_get(res, "opened")) && json_is_object(route) && !dup) {
@@ -305,7 +307,15 @@ void chat_customer_request(struct session *s, const char *type, json_t *frame, c
 		return;
 	}
 	if (strcmp(type, "typing") == 0) {
-		/* relayed to the conversation's agent once routing assigns one; never stored */
+		/* relayed to the conversation's assigned agent, never stored */
+		int64_t agent = 0, customer = 0;
+		if (s->conversation &&
+		    routing_conversation_parties(chat_app(s->chat)->routing, s->conversation,
+						 &agent, &customer) == 0 &&
+		    agent > 0)
+			chat_push_agent(s->chat, agent,
+					json_pack("{s:s, s:I}", "type", "typing", "conversation",
+						  (json_int_t)s->conversation));
 		if (ref)
 			chat_reply_ok(op, NULL);
 		chat_op_free(op);
