@@ -15,6 +15,7 @@
 #include <event2/thread.h>
 #include <getopt.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -250,6 +251,25 @@ out:
 	set_status(d);
 }
 
+/* Connections need descriptors: lift the soft limit towards what max_connections needs. */
+static void raise_nofile(long max_connections)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	rlim_t want = (rlim_t)max_connections + 1024;
+	if (rl.rlim_cur >= want)
+		return;
+	rlim_t old = rl.rlim_cur;
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+		log_info("nofile_raised", "from=%llu to=%llu", (unsigned long long)old,
+			 (unsigned long long)rl.rlim_cur);
+	if (rl.rlim_cur < want)
+		log_warn("nofile_low", "limit=%llu max_connections=%ld hint=\"raise LimitNOFILE\"",
+			 (unsigned long long)rl.rlim_cur, max_connections);
+}
+
 static int run(struct config *cfg)
 {
 	struct daemon d;
@@ -261,6 +281,7 @@ static int run(struct config *cfg)
 	cfg = app->cfg;
 	app->started_at = time(NULL);
 	signal(SIGPIPE, SIG_IGN);
+	raise_nofile(cfg->max_connections);
 	evthread_use_pthreads();
 	app->base = event_base_new();
 	if (!app->base) {

@@ -22,8 +22,8 @@ struct session {
 	enum session_role role;
 	bool hello_busy;
 	unsigned pending;
-	int64_t id;    /* customer or agent id */
-	char *queue;   /* customer: the queue named in hello */
+	int64_t id;	      /* customer or agent id */
+	char *queue;	      /* customer: the queue named in hello */
 	int64_t conversation; /* customer: its open conversation, 0 when none known */
 	json_t *agent; /* agent: its profile {id, login, name, role, tier, skills, capacity} */
 	char peer_ip[64];
