@@ -335,6 +335,15 @@ static int run(struct config *cfg)
 				     (suseconds_t)(wd_usec / 2 % 1000000)};
 		event_add(d.ev_watchdog, &wt);
 	}
+	/* listeners of channels this build does not serve yet: say so rather than stay silent */
+	const char *unserved[][2] = {{"phone", cfg->listen_phone},
+				     {"phone_tls", cfg->listen_phone_tls},
+				     {"lmtp", cfg->listen_lmtp},
+				     {"smtp", cfg->listen_smtp}};
+	for (size_t i = 0; i < sizeof(unserved) / sizeof(unserved[0]); i++)
+		if (*unserved[i][1])
+			log_warn("listener_not_served", "listener=%s addr=%s", unserved[i][0],
+				 unserved[i][1]);
 	log_info("started", "version=%s config=%s pid=%d schema_want=%d", CONTACTD_VERSION,
 		 cfg->path, (int)getpid(), migrate_latest_version());
 	sd_notify(0, "READY=1\nSTATUS=starting");
