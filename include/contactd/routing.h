@@ -55,6 +55,14 @@ void routing_offer_answer(struct routing *r, int64_t agent_id, const char *agent
 int routing_conversation_parties(const struct routing *r, int64_t conv_id, int64_t *agent_r,
 				 int64_t *customer_r);
 
+/* Counts for /metrics and realtime stats (all zero until loaded). */
+struct routing_stats {
+	int waiting, offered, assigned;
+	int agents_available, agents_away, agents_offline, agents_busy;
+	unsigned long long offers, accepts, rejects, timeouts;
+};
+void routing_get_stats(const struct routing *r, struct routing_stats *st);
+
 /* Position and estimated wait (seconds, -1 unknown) of a waiting conversation, or -1. */
 int routing_position(const struct routing *r, int64_t conv_id, int *position_r, int64_t *wait_s_r);
 

@@ -3,6 +3,8 @@
 #include "contactd/app.h"
 #include "contactd/http.h"
 #include "contactd/migrate.h"
+#include "contactd/ndjson.h"
+#include "contactd/routing.h"
 #include "contactd/store.h"
 
 #include <event2/buffer.h>
@@ -59,6 +61,43 @@ void metrics_render(const struct app *app, struct evbuffer *out)
 				    "contactd_http_in_flight %u\n",
 				    http_server_in_flight(app->http));
 	}
+
+	struct ndjson_stats ns;
+	ndjson_get_stats("client", &ns);
+	evbuffer_add_printf(
+	    out,
+	    "# HELP contactd_connections Open connections, by listener protocol.\n"
+	    "# TYPE contactd_connections gauge\n"
+	    "contactd_connections{listener=\"client\"} %llu\n"
+	    "# HELP contactd_client_frames_total NDJSON frames on the client listeners.\n"
+	    "# TYPE contactd_client_frames_total counter\n"
+	    "contactd_client_frames_total{direction=\"in\"} %llu\n"
+	    "contactd_client_frames_total{direction=\"out\"} %llu\n"
+	    "contactd_client_frames_total{direction=\"bad\"} %llu\n",
+	    ns.open, ns.frames_in, ns.frames_out, ns.bad_frames);
+	struct routing_stats rs;
+	routing_get_stats(app->routing, &rs);
+	evbuffer_add_printf(out,
+			    "# HELP contactd_conversations Conversations in routing, by state.\n"
+			    "# TYPE contactd_conversations gauge\n"
+			    "contactd_conversations{state=\"waiting\"} %d\n"
+			    "contactd_conversations{state=\"offered\"} %d\n"
+			    "contactd_conversations{state=\"assigned\"} %d\n"
+			    "# HELP contactd_agents Agents known to routing, by status.\n"
+			    "# TYPE contactd_agents gauge\n"
+			    "contactd_agents{status=\"available\"} %d\n"
+			    "contactd_agents{status=\"busy\"} %d\n"
+			    "contactd_agents{status=\"away\"} %d\n"
+			    "contactd_agents{status=\"offline\"} %d\n"
+			    "# HELP contactd_offers_total Offers made and how they ended.\n"
+			    "# TYPE contactd_offers_total counter\n"
+			    "contactd_offers_total{outcome=\"made\"} %llu\n"
+			    "contactd_offers_total{outcome=\"accepted\"} %llu\n"
+			    "contactd_offers_total{outcome=\"rejected\"} %llu\n"
+			    "contactd_offers_total{outcome=\"timeout\"} %llu\n",
+			    rs.waiting, rs.offered, rs.assigned, rs.agents_available,
+			    rs.agents_busy, rs.agents_away, rs.agents_offline, rs.offers,
+			    rs.accepts, rs.rejects, rs.timeouts);
 
 	struct store_stats st;
 	store_get_stats(app->store, &st);

@@ -44,6 +44,7 @@ struct routing {
 	 * same conversation waits for it, so the store sees them in the router's order */
 	struct idmap *deciding;
 	json_t *early; /* routes opened before the snapshot was loaded */
+	unsigned long long n_offers, n_accepts, n_rejects, n_timeouts;
 };
 
 static int64_t now_ms(void)
@@ -198,6 +199,7 @@ static void offer_cb(void *arg, const struct store_reply *rep)
 static void handle_offer(struct routing *r, const struct router_decision *d)
 {
 	struct offer_link *l = calloc(1, sizeof(*l));
+	r->n_offers++;
 	l->rt_id = d->offer_id;
 	l->conv = d->conversation_id;
 	l->agent = d->agent_id;
@@ -248,6 +250,8 @@ static void handle_revoke(struct routing *r, const struct router_decision *d)
 		 router_revoke_reason_wire(d->revoke_reason));
 	snprintf(l->revoke_decision, sizeof(l->revoke_decision), "%s",
 		 d->revoke_reason == ROUTER_REVOKE_TIMEOUT ? "expired" : "revoked");
+	if (d->revoke_reason == ROUTER_REVOKE_TIMEOUT)
+		r->n_timeouts++;
 	log_info("offer_revoked", "offer=%lld conversation=%lld agent=%lld reason=%s",
 		 (long long)l->db_id, (long long)l->conv, (long long)l->agent,
 		 router_revoke_reason_name(d->revoke_reason));
@@ -460,6 +464,10 @@ void routing_offer_answer(struct routing *r, int64_t agent_id, const char *agent
 		done(arg, "not_found", "no such offer (expired, taken or never yours)");
 		return;
 	}
+	if (accept)
+		r->n_accepts++;
+	else
+		r->n_rejects++;
 	idmap_set(r->by_db, l->db_id, NULL); /* answered: no second answer */
 	l->db_id = 0;			     /* so link_forget leaves by_db alone */
 	struct answer_ctx *ac = calloc(1, sizeof(*ac));
@@ -770,4 +778,24 @@ void routing_free(struct routing **rp)
 	json_decref(r->early);
 	router_free(&r->router);
 	free(r);
+}
+
+void routing_get_stats(const struct routing *r, struct routing_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (!r || !r->loaded)
+		return;
+	struct router_stats rs;
+	router_stats(r->router, &rs);
+	st->waiting = rs.waiting;
+	st->offered = rs.offered;
+	st->assigned = rs.assigned;
+	st->agents_available = rs.agents_available;
+	st->agents_away = rs.agents_away;
+	st->agents_offline = rs.agents_offline;
+	st->agents_busy = rs.agents_busy;
+	st->offers = r->n_offers;
+	st->accepts = r->n_accepts;
+	st->rejects = r->n_rejects;
+	st->timeouts = r->n_timeouts;
 }

@@ -87,6 +87,9 @@ class Routing(DaemonTest):
                                         "disposition": "fixed"})["type"], "ok")
         self.assertEqual(self.db("SELECT status FROM conversations WHERE id = %d" % conv),
                          "resolved")
+        status, metrics, _ = self.d.request("GET", "/metrics")
+        self.assertIn('contactd_offers_total{outcome="accepted"} 1', metrics)
+        self.assertIn('contactd_connections{listener="client"} 2', metrics)
         kinds = self.db("SELECT string_agg(kind, ',' ORDER BY id) FROM conversation_events "
                         "WHERE conversation_id = %d" % conv)
         for k in ("enqueued", "offered", "accepted", "assigned", "resolved"):
