@@ -211,22 +211,20 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 		free(next);
 		goto out;
 	}
-	if (app->http && http_server_reload(app->http, next, &err) < 0) {
-		log_error("reload_failed", "action=kept_old_config error=%s",
-			  log_quote(q, sizeof(q), err));
-		free(err);
-		config_free(next);
-		free(next);
-		goto out;
+	/* every module prepares first; only when all could, all commit */
+	struct http_reload *hr = NULL;
+	struct chat_reload *cr = NULL;
+	if (app->http && !(hr = http_server_reload_prepare(app->http, next, &err)))
+		goto failed;
+	if (app->chat && !(cr = chat_reload_prepare(app->chat, next, &err))) {
+		if (hr)
+			http_server_reload_abort(app->http, hr);
+		goto failed;
 	}
-	if (app->chat && chat_reload(app->chat, next, &err) < 0) {
-		log_error("reload_failed", "action=kept_old_client_listeners error=%s",
-			  log_quote(q, sizeof(q), err));
-		free(err);
-		config_free(next);
-		free(next);
-		goto out;
-	}
+	if (hr)
+		http_server_reload_commit(app->http, hr);
+	if (cr)
+		chat_reload_commit(app->chat, cr);
 	char changed[512];
 	if (config_restart_only_changes(app->cfg, next, changed, sizeof(changed)) > 0)
 		log_warn("reload_needs_restart", "keys=%s", changed);
@@ -246,6 +244,12 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 	log_setup(next->log_level, next->log_target);
 	if (app->routing)
 		routing_reload(app->routing);
+	goto out;
+failed:
+	log_error("reload_failed", "action=kept_old_config error=%s", log_quote(q, sizeof(q), err));
+	free(err);
+	config_free(next);
+	free(next);
 out:
 	sd_notify(0, "READY=1");
 	set_status(d);

@@ -16,9 +16,13 @@ struct chat *chat_new(struct app *app, char **error_r);
 /* Closes the listeners and every session. */
 void chat_free(struct chat **c);
 
-/* SIGHUP: new addresses, TLS files and limits. Everything is prepared first; on error
- * nothing changes and -1 is returned with *error_r (malloc'd). Live sessions keep theirs. */
-int chat_reload(struct chat *c, const struct config *cfg, char **error_r);
+/* SIGHUP in two steps, like http_server_reload_*: prepare (new TLS context, new listeners;
+ * NULL with *error_r and nothing changed), then commit (cannot fail) or abort. Live
+ * sessions keep their TLS context and limits. */
+struct chat_reload;
+struct chat_reload *chat_reload_prepare(struct chat *c, const struct config *cfg, char **error_r);
+void chat_reload_commit(struct chat *c, struct chat_reload *rl);
+void chat_reload_abort(struct chat *c, struct chat_reload *rl);
 
 /* Drain: stop accepting; sessions are told with an error frame "unavailable" and closed once
  * their writes in flight are answered. */

@@ -13,9 +13,15 @@ struct http_server;
 struct http_server *http_server_new(struct app *app, char **error_r);
 void http_server_free(struct http_server **srv);
 
-/* SIGHUP: applies NEW_CFG (listener addresses, TLS files, limits). Everything is prepared
- * first; on any error nothing changes and -1 is returned with *error_r (malloc'd). */
-int http_server_reload(struct http_server *srv, const struct config *new_cfg, char **error_r);
+/* SIGHUP, in two steps so that several modules change together or not at all: prepare
+ * builds the new TLS context and binds new addresses (NEW_CFG must outlive the commit or
+ * abort); it returns NULL with *error_r (malloc'd) and nothing changed. Commit swaps them in
+ * (it cannot fail); abort drops them. Either frees the reload. */
+struct http_reload;
+struct http_reload *http_server_reload_prepare(struct http_server *srv,
+					       const struct config *new_cfg, char **error_r);
+void http_server_reload_commit(struct http_server *srv, struct http_reload *rl);
+void http_server_reload_abort(struct http_server *srv, struct http_reload *rl);
 
 /* Stops accepting new connections (drain). */
 void http_server_stop_accepting(struct http_server *srv);

@@ -131,6 +131,23 @@ class Running(DaemonTest):
             d.request("GET", "/healthz", timeout=2)
         d.http_port = new_port
 
+    def test_sighup_is_all_or_nothing(self):
+        # the http listener could move, but the new client_tls listener cannot be built:
+        # nothing of the new file may be applied
+        d = self.daemon().start()
+        junk = d.dir + "/junk.pem"
+        with open(junk, "w") as f:
+            f.write("not a certificate\n")
+        old_port = d.http_port
+        d.listen["http"] = "127.0.0.1:%d" % free_port()
+        d.listen["client_tls"] = "127.0.0.1:%d" % free_port()
+        d.extra.update({"tls.cert_file": junk, "tls.key_file": junk})
+        d.write_config()
+        d.kill(signal.SIGHUP)
+        d.wait_log(r"event=reload_failed")
+        self.assertEqual(d.request("GET", "/healthz", port=old_port)[0], 200)
+        self.assertNotIn("listener_moved", d.log())
+
     def test_sighup_changes_log_level(self):
         d = self.daemon().start()
         d.extra["daemon.log_level"] = "warn"

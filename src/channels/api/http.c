@@ -468,40 +468,64 @@ void http_server_free(struct http_server **srvp)
 	free(srv);
 }
 
-int http_server_reload(struct http_server *srv, const struct config *cfg, char **error_r)
-{
-	SSL_CTX *ctx = NULL;
-	if (*cfg->listen_https) {
-		ctx = tls_server_ctx_new(cfg, config_requires_client_cert(cfg, "https"), error_r);
-		if (!ctx)
-			return -1;
-	}
-	struct evhttp_bound_socket *nb[L_COUNT] = {NULL, NULL};
+/* What a reload will swap in, built before anything changes. */
+struct http_reload {
+	const struct config *cfg;
+	SSL_CTX *ctx;
 	bool rebind[L_COUNT];
+	struct evhttp_bound_socket *nb[L_COUNT];
+};
+
+struct http_reload *http_server_reload_prepare(struct http_server *srv, const struct config *cfg,
+					       char **error_r)
+{
+	struct http_reload *rl = calloc(1, sizeof(*rl));
+	if (!rl)
+		abort();
+	rl->cfg = cfg;
+	if (*cfg->listen_https) {
+		rl->ctx =
+		    tls_server_ctx_new(cfg, config_requires_client_cert(cfg, "https"), error_r);
+		if (!rl->ctx) {
+			free(rl);
+			return NULL;
+		}
+	}
 	for (int i = 0; i < L_COUNT; i++) {
 		const char *addr = cfg_addr(cfg, i);
-		rebind[i] = strcmp(addr, srv->l[i].addr) != 0;
-		if (rebind[i] && *addr) {
-			nb[i] = bind_addr(srv->l[i].http, listener_name(i), addr, error_r);
-			if (!nb[i]) {
-				for (int j = 0; j < i; j++)
-					if (nb[j])
-						evhttp_del_accept_socket(srv->l[j].http, nb[j]);
-				if (ctx)
-					SSL_CTX_free(ctx);
-				return -1;
+		rl->rebind[i] = strcmp(addr, srv->l[i].addr) != 0;
+		if (rl->rebind[i] && *addr) {
+			rl->nb[i] = bind_addr(srv->l[i].http, listener_name(i), addr, error_r);
+			if (!rl->nb[i]) {
+				http_server_reload_abort(srv, rl);
+				return NULL;
 			}
 		}
 	}
-	/* everything is prepared: swap */
+	return rl;
+}
+
+void http_server_reload_abort(struct http_server *srv, struct http_reload *rl)
+{
+	for (int i = 0; i < L_COUNT; i++)
+		if (rl->nb[i])
+			evhttp_del_accept_socket(srv->l[i].http, rl->nb[i]);
+	if (rl->ctx)
+		SSL_CTX_free(rl->ctx);
+	free(rl);
+}
+
+void http_server_reload_commit(struct http_server *srv, struct http_reload *rl)
+{
+	const struct config *cfg = rl->cfg;
 	for (int i = 0; i < L_COUNT; i++) {
 		struct http_listener *l = &srv->l[i];
 		apply_limits(l->http, cfg);
-		if (!rebind[i])
+		if (!rl->rebind[i])
 			continue;
 		if (l->bound)
 			evhttp_del_accept_socket(l->http, l->bound);
-		l->bound = nb[i];
+		l->bound = rl->nb[i];
 		log_info("listener_moved", "listener=%s from=%s to=%s", listener_name(i),
 			 *l->addr ? l->addr : "off", *cfg_addr(cfg, i) ? cfg_addr(cfg, i) : "off");
 		free(l->addr);
@@ -509,8 +533,8 @@ int http_server_reload(struct http_server *srv, const struct config *cfg, char *
 	}
 	if (srv->tls_ctx)
 		SSL_CTX_free(srv->tls_ctx); /* live connections hold their own reference */
-	srv->tls_ctx = ctx;
-	return 0;
+	srv->tls_ctx = rl->ctx;
+	free(rl);
 }
 
 void http_server_stop_accepting(struct http_server *srv)

@@ -338,37 +338,59 @@ void chat_free(struct chat **cp)
 	free(c);
 }
 
-int chat_reload(struct chat *c, const struct config *cfg, char **error_r)
-{
-	SSL_CTX *ctx = NULL;
-	if (*cfg->listen_client_tls) {
-		ctx = tls_server_ctx_new(cfg, config_requires_client_cert(cfg, "client_tls"),
-					 error_r);
-		if (!ctx)
-			return -1;
-	}
-	struct listener *nl[L_COUNT] = {NULL, NULL};
+struct chat_reload {
+	const struct config *cfg;
+	SSL_CTX *ctx;
 	bool rebind[L_COUNT];
-	for (int i = 0; i < L_COUNT; i++) {
-		const char *addr = cfg_addr(cfg, i);
-		rebind[i] = strcmp(addr, c->addr[i]) != 0;
-		if (!rebind[i] || !*addr)
-			continue;
-		nl[i] = listener_new(c->app->base, lname[i], addr, i == L_TLS ? ctx : NULL,
-				     on_accept, c, error_r);
-		if (!nl[i]) {
-			for (int j = 0; j < i; j++)
-				listener_free(&nl[j]);
-			if (ctx)
-				SSL_CTX_free(ctx);
-			return -1;
+	struct listener *nl[L_COUNT];
+};
+
+struct chat_reload *chat_reload_prepare(struct chat *c, const struct config *cfg, char **error_r)
+{
+	struct chat_reload *rl = calloc(1, sizeof(*rl));
+	if (!rl)
+		abort();
+	rl->cfg = cfg;
+	if (*cfg->listen_client_tls) {
+		rl->ctx = tls_server_ctx_new(cfg, config_requires_client_cert(cfg, "client_tls"),
+					     error_r);
+		if (!rl->ctx) {
+			free(rl);
+			return NULL;
 		}
 	}
 	for (int i = 0; i < L_COUNT; i++) {
-		if (!rebind[i])
+		const char *addr = cfg_addr(cfg, i);
+		rl->rebind[i] = strcmp(addr, c->addr[i]) != 0;
+		if (!rl->rebind[i] || !*addr)
+			continue;
+		rl->nl[i] = listener_new(c->app->base, lname[i], addr, i == L_TLS ? rl->ctx : NULL,
+					 on_accept, c, error_r);
+		if (!rl->nl[i]) {
+			chat_reload_abort(c, rl);
+			return NULL;
+		}
+	}
+	return rl;
+}
+
+void chat_reload_abort(struct chat *c, struct chat_reload *rl)
+{
+	for (int i = 0; i < L_COUNT; i++)
+		listener_free(&rl->nl[i]);
+	if (rl->ctx)
+		SSL_CTX_free(rl->ctx);
+	free(rl);
+}
+
+void chat_reload_commit(struct chat *c, struct chat_reload *rl)
+{
+	const struct config *cfg = rl->cfg;
+	for (int i = 0; i < L_COUNT; i++) {
+		if (!rl->rebind[i])
 			continue;
 		listener_free(&c->l[i]);
-		c->l[i] = nl[i];
+		c->l[i] = rl->nl[i];
 		log_info("listener_moved", "listener=%s from=%s to=%s", lname[i],
 			 *c->addr[i] ? c->addr[i] : "off",
 			 *cfg_addr(cfg, i) ? cfg_addr(cfg, i) : "off");
@@ -376,13 +398,13 @@ int chat_reload(struct chat *c, const struct config *cfg, char **error_r)
 		c->addr[i] = strdup(cfg_addr(cfg, i));
 	}
 	if (c->l[L_TLS])
-		listener_set_tls_ctx(c->l[L_TLS], ctx);
+		listener_set_tls_ctx(c->l[L_TLS], rl->ctx);
 	if (c->tls_ctx)
 		SSL_CTX_free(c->tls_ctx);
-	c->tls_ctx = ctx;
+	c->tls_ctx = rl->ctx;
 	ndjson_limits_from_config(&c->limits, cfg);
 	listener_set_max_connections(cfg->max_connections);
-	return 0;
+	free(rl);
 }
 
 void chat_stop_accepting(struct chat *c)
