@@ -201,6 +201,21 @@ class Chat(DaemonTest):
                              "password": "whatever"})
         self.assertEqual(r["code"], "unauthorized")
 
+    def test_agent_login_with_an_api_token(self):
+        self.agent("erin", "erin-password")
+        writer = self.d.admin_token("conversations:write")
+        reader = self.d.admin_token("reports:read")
+        a = self.client()
+        r = a.request({"type": "hello", "role": "agent", "login": "erin", "token": writer})
+        self.assertEqual((r["type"], r["agent"]["login"]), ("ok", "erin"))
+        b = self.client()
+        r = b.request({"type": "hello", "role": "agent", "login": "erin", "token": reader})
+        self.assertEqual((r["type"], r["code"]), ("error", "unauthorized"))
+        self.assertTrue(b.closed())
+        c = self.client()
+        r = c.request({"type": "hello", "role": "agent", "login": "nobody", "token": writer})
+        self.assertEqual(r["code"], "unauthorized")
+
     def test_repeated_failures_are_slowed_down(self):
         self.agent("bob", "bob-password")
         delays = []
