@@ -63,6 +63,10 @@ struct routing_stats {
 };
 void routing_get_stats(const struct routing *r, struct routing_stats *st);
 
+/* The realtime picture as JSON (new reference): {queues:[{queue, waiting, offered,
+ * assigned, longest_wait_s, agents_available}], agents:{available, busy, away, offline}}. */
+json_t *routing_stats_json(const struct routing *r);
+
 /* Position and estimated wait (seconds, -1 unknown) of a waiting conversation, or -1. */
 int routing_position(const struct routing *r, int64_t conv_id, int *position_r, int64_t *wait_s_r);
 

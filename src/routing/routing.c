@@ -799,3 +799,37 @@ void routing_get_stats(const struct routing *r, struct routing_stats *st)
 	st->rejects = r->n_rejects;
 	st->timeouts = r->n_timeouts;
 }
+
+struct qstats_ctx {
+	const struct routing *r;
+	json_t *arr;
+	int64_t now;
+};
+
+static void queue_stats_one(int64_t id, void *value, void *arg)
+{
+	struct qstats_ctx *q = arg;
+	struct router_queue_stats st;
+	enum router_error e;
+	if (router_queue_stats(q->r->router, id, q->now, &st, &e) < 0)
+		return;
+	json_array_append_new(
+	    q->arr, json_pack("{s:I, s:i, s:i, s:i, s:I, s:i}", "queue", (json_int_t)id, "waiting",
+			      st.waiting, "offered", st.offered, "assigned", st.assigned,
+			      "longest_wait_s", (json_int_t)(st.longest_wait_ms / 1000),
+			      "agents_available", st.agents_available));
+}
+
+json_t *routing_stats_json(const struct routing *r)
+{
+	struct routing_stats st;
+	routing_get_stats(r, &st);
+	json_t *queues = json_array();
+	if (r && r->loaded) {
+		struct qstats_ctx q = {r, queues, now_ms()};
+		idmap_each(r->queues, queue_stats_one, &q);
+	}
+	return json_pack("{s:o, s:{s:i, s:i, s:i, s:i}}", "queues", queues, "agents", "available",
+			 st.agents_available - st.agents_busy, "busy", st.agents_busy, "away",
+			 st.agents_away, "offline", st.agents_offline);
+}

@@ -193,6 +193,21 @@ class Routing(DaemonTest):
         self.assertEqual(a2.request({"type": "accept", "offer": o2["offer"]})["type"], "ok")
         self.assertEqual(a1.event("assigned")["conversation"], conv)
 
+    def test_supervisor_subscribes_to_stats(self):
+        sup = self.agent("boss", {"billing": 1}, available=False, role="supervisor", tier=3)
+        plain = self.agent("worker", {"tech": 1}, available=False)
+        r = plain.request({"type": "subscribe", "topics": ["stats"]})
+        self.assertEqual((r["type"], r["code"]), ("error", "forbidden"))
+        c, conv = self.customer()
+        r = sup.request({"type": "subscribe", "topics": ["stats", "sla"]})
+        self.assertEqual(r["type"], "ok", r)
+        st = sup.event("stats")
+        billing = [q for q in st["queues"] if q["waiting"] == 1]
+        self.assertEqual(len(billing), 1)
+        self.assertEqual(st["agents"]["offline"], 2)
+        self.assertEqual(sup.request({"type": "subscribe", "topics": ["nope"]})["code"],
+                         "invalid")
+
     def test_restart_rebuilds_waiting_line(self):
         c1, conv1 = self.customer()
         c2, conv2 = self.customer()

@@ -9,9 +9,11 @@
 #include "contactd/listener.h"
 #include "contactd/log.h"
 #include "contactd/ndjson.h"
+#include "contactd/routing.h"
 #include "contactd/tls.h"
 
 #include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +31,10 @@ struct chat {
 	struct idmap *agents;
 	unsigned in_flight;
 	bool draining;
+	struct event *stats_timer; /* pushes `stats` to subscribed supervisors */
 };
+
+#define STATS_EVERY_S 5
 
 static const char *const lname[L_COUNT] = {"client", "client_tls"};
 
@@ -281,6 +286,34 @@ static void on_accept(struct bufferevent *bev, const char *peer, void *arg)
 	}
 }
 
+/* ---- supervisor stats ------------------------------------------------------------------ */
+
+struct stats_push {
+	json_t *event;
+};
+
+static void push_stats_one(int64_t id, void *value, void *arg)
+{
+	struct stats_push *sp = arg;
+	for (struct session *s = value; s; s = s->next_same) {
+		if (!s->sub_stats || !s->conn)
+			continue;
+		if (!sp->event) {
+			sp->event = routing_stats_json(chat_app(s->chat)->routing);
+			json_object_set_new(sp->event, "type", json_string("stats"));
+		}
+		ndjson_send(s->conn, json_incref(sp->event));
+	}
+}
+
+static void stats_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct chat *c = arg;
+	struct stats_push sp = {NULL};
+	idmap_each(c->agents, push_stats_one, &sp);
+	json_decref(sp.event);
+}
+
 /* ---- listeners ----------------------------------------------------------------------- */
 
 static const char *cfg_addr(const struct config *cfg, int i)
@@ -296,6 +329,9 @@ struct chat *chat_new(struct app *app, char **error_r)
 	c->app = app;
 	c->customers = idmap_new();
 	c->agents = idmap_new();
+	c->stats_timer = event_new(app->base, -1, EV_PERSIST, stats_cb, c);
+	struct timeval every = {STATS_EVERY_S, 0};
+	event_add(c->stats_timer, &every);
 	const struct config *cfg = app->cfg;
 	ndjson_limits_from_config(&c->limits, cfg);
 	listener_set_max_connections(cfg->max_connections);
@@ -335,6 +371,8 @@ void chat_free(struct chat **cp)
 		SSL_CTX_free(c->tls_ctx);
 	idmap_free(&c->customers);
 	idmap_free(&c->agents);
+	if (c->stats_timer)
+		event_free(c->stats_timer);
 	free(c);
 }
 

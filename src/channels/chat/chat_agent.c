@@ -446,6 +446,45 @@ void chat_agent_request(struct session *s, const char *type, json_t *frame, cons
 		    p);
 		return;
 	}
+	if (strcmp(type, "subscribe") == 0) {
+		const char *role = json_string_value(json_object_get(s->agent, "role"));
+		json_t *topics = json_object_get(frame, "topics");
+		if (!role || strcmp(role, "agent") == 0) {
+			chat_reply_error(op, "forbidden",
+					 "subscribe is for supervisors and admins");
+		} else if (!json_is_array(topics)) {
+			chat_reply_error(op, "bad_frame", "topics: an array is required");
+		} else {
+			bool stats = false, sla = false, bad = false;
+			size_t i;
+			json_t *t;
+			json_array_foreach(topics, i, t)
+			{
+				const char *name = json_string_value(t);
+				if (name && strcmp(name, "stats") == 0)
+					stats = true;
+				else if (name && strcmp(name, "sla") == 0)
+					sla = true;
+				else
+					bad = true;
+			}
+			if (bad) {
+				chat_reply_error(op, "invalid",
+						 "topics: each must be stats or sla");
+			} else {
+				s->sub_stats = stats;
+				s->sub_sla = sla;
+				chat_reply_ok(op, json_pack("{s:O}", "topics", topics));
+				if (stats) { /* the current picture at once, then every 5 s */
+					json_t *ev = routing_stats_json(chat_app(s->chat)->routing);
+					json_object_set_new(ev, "type", json_string("stats"));
+					ndjson_send(s->conn, ev);
+				}
+			}
+		}
+		chat_op_free(op);
+		return;
+	}
 	if (strcmp(type, "typing") == 0) {
 		int64_t conv, assigned = 0, customer = 0;
 		if (!chat_id_field(op, "conversation", true, &conv)) {

@@ -26,6 +26,7 @@ struct session {
 	char *queue;	      /* customer: the queue named in hello */
 	int64_t conversation; /* customer: its open conversation, 0 when none known */
 	json_t *agent; /* agent: its profile {id, login, name, role, tier, skills, capacity} */
+	bool sub_stats, sub_sla; /* supervisor subscriptions */
 	char peer_ip[64];
 	struct session *next_same; /* the registry's list of sessions of one id */
 };
