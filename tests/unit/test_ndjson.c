@@ -673,8 +673,8 @@ START_TEST(reply_shapes)
 				       "note", "line\nbreak \xe2\x82\xac"));
 	const char *want[] = {
 	    "{\"type\":\"ok\",\"ref\":\"abc\",\"x\":1}",
-	    "{\"type\":\"error\",\"ref\":5,\"code\":\"not_found\",\"message\":\"no such "
-	    "conversation\"}",
+	    ("{\"type\":\"error\",\"ref\":5,\"code\":\"not_found\",\"message\":\"no such "
+	     "conversation\"}"),
 	    "{\"type\":\"ok\"}",
 	    "{\"type\":\"error\",\"code\":\"internal\",\"message\":\"internal\"}",
 	    "{\"type\":\"queued\",\"conversation\":42,\"note\":\"line\\nbreak \xe2\x82\xac\"}",
