@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 struct event_base;
+struct json_t;
 struct store;
 
 enum store_query {
@@ -67,13 +68,15 @@ void store_free(struct store **s);
 int store_call(struct store *s, enum store_query q, int nparams, const char *const *params,
 	       store_cb cb, void *arg);
 
+/* store_call with one parameter: P (stolen) serialised as compact JSON. */
+int store_call_json(struct store *s, enum store_query q, struct json_t *p, store_cb cb, void *arg);
+
 /* Group commit. Adds PAYLOAD (stolen) as one item of the next call of batch query Q, which
  * takes a JSON array of items and returns an array with one result per item, all in one
  * transaction. Items that arrive while every connection is busy go out together (at most
  * 100 per call). CB gets its own item's result as reply->value (a JSON text), only after
  * the whole call committed; when the call failed as a whole, each item is tried again
  * alone. Returns 0, or -1 (unavailable, queue full; CB is not called). */
-struct json_t;
 int store_batch_add(struct store *s, enum store_query q, struct json_t *payload, store_cb cb,
 		    void *arg);
 

@@ -72,17 +72,6 @@ static int64_t jint(const json_t *o, const char *key)
 	return (int64_t)json_integer_value(json_object_get(o, key));
 }
 
-/* Calls Q with P (stolen) serialised; CB gets ARG. Returns -1 when the store refused. */
-static int call(struct routing *r, enum store_query q, json_t *p, store_cb cb, void *arg)
-{
-	char *text = json_dumps(p, JSON_COMPACT);
-	json_decref(p);
-	const char *params[1] = {text};
-	int rc = store_call(r->app->store, q, 1, params, cb, arg);
-	free(text);
-	return rc;
-}
-
 /* ---- decisions ------------------------------------------------------------------------ */
 
 struct offer_ctx {
@@ -139,7 +128,7 @@ static void record_revoke(struct routing *r, struct offer_link *l)
 	json_t *p = json_pack("{s:I, s:s, s:s}", "offer", (json_int_t)l->db_id, "decision",
 			      l->revoke_decision, "reason", l->revoke_wire);
 	idmap_set(r->deciding, l->conv, l);
-	if (call(r, STORE_Q_OFFER_DECIDE, p, decide_cb, oc) < 0) {
+	if (store_call_json(r->app->store, STORE_Q_OFFER_DECIDE, p, decide_cb, oc) < 0) {
 		struct store_reply rep = {.status = STORE_UNAVAILABLE};
 		decide_cb(oc, &rep);
 	}
@@ -235,7 +224,7 @@ static void send_offer(struct routing *r, struct offer_link *l)
 	struct offer_ctx *oc = malloc(sizeof(*oc));
 	oc->r = r;
 	oc->link = l;
-	if (call(r, STORE_Q_OFFER_CREATE, p, offer_cb, oc) < 0) {
+	if (store_call_json(r->app->store, STORE_Q_OFFER_CREATE, p, offer_cb, oc) < 0) {
 		struct store_reply rep = {.status = STORE_UNAVAILABLE};
 		offer_cb(oc, &rep);
 	}
@@ -479,7 +468,7 @@ void routing_offer_answer(struct routing *r, int64_t agent_id, const char *agent
 	ac->arg = arg;
 	json_t *p = json_pack("{s:I, s:s, s:s?}", "offer", (json_int_t)offer_id, "decision",
 			      accept ? "accepted" : "rejected", "reason", reason);
-	if (call(r, STORE_Q_OFFER_DECIDE, p, answer_cb, ac) < 0) {
+	if (store_call_json(r->app->store, STORE_Q_OFFER_DECIDE, p, answer_cb, ac) < 0) {
 		struct store_reply rep = {.status = STORE_UNAVAILABLE};
 		answer_cb(ac, &rep);
 	}

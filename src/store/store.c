@@ -654,6 +654,18 @@ int store_call(struct store *s, enum store_query q, int nparams, const char *con
 	return 0;
 }
 
+int store_call_json(struct store *s, enum store_query q, json_t *p, store_cb cb, void *arg)
+{
+	char *text = json_dumps(p, JSON_COMPACT);
+	json_decref(p);
+	if (!text)
+		return -1;
+	const char *params[1] = {text};
+	int rc = store_call(s, q, 1, params, cb, arg);
+	free(text);
+	return rc;
+}
+
 int store_batch_add(struct store *s, enum store_query q, json_t *payload, store_cb cb, void *arg)
 {
 	if (s->up == 0 || s->queued >= STORE_MAX_QUEUED || !queries[q].batch) {

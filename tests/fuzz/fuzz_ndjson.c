@@ -41,8 +41,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	evutil_make_socket_nonblocking(sv[0]);
 	evutil_make_socket_nonblocking(sv[1]);
 	struct bufferevent *bev = bufferevent_socket_new(base, sv[0], BEV_OPT_CLOSE_ON_FREE);
-	struct ndjson_limits lim = {.max_frame_bytes = 512, .hello_timeout_s = 1,
-				    .output_hwm_bytes = 4096, .frames_per_event = 4};
+	struct ndjson_limits lim = {.max_frame_bytes = 512,
+				    .hello_timeout_s = 1,
+				    .output_hwm_bytes = 4096,
+				    .frames_per_event = 4};
 	static const struct ndjson_handlers h = {on_frame, on_close};
 	closed = false;
 	struct ndjson_conn *conn = ndjson_conn_new(bev, &lim, &h, NULL, "fuzz", "fuzz");

@@ -178,6 +178,15 @@ void chat_reply_store_error(struct chat_op *op, const struct store_reply *rep)
 	}
 }
 
+void chat_call(struct chat_op *op, enum store_query q, json_t *p, store_cb cb)
+{
+	if (store_call_json(op->s->chat->app->store, q, p, cb, op) < 0) {
+		struct store_reply rep = {.status = STORE_UNAVAILABLE};
+		chat_reply_store_error(op, &rep);
+		chat_op_free(op);
+	}
+}
+
 bool chat_opt_string(struct chat_op *op, const char *key, const char **out, size_t max)
 {
 	json_t *v = json_object_get(op->frame, key);

@@ -230,13 +230,8 @@ static void lookup_agent(struct login *l)
 {
 	struct chat_op *op = l->op;
 	struct session *s = op->s;
-	json_t *p = json_pack("{s:s}", "login", l->login);
-	char *text = json_dumps(p, JSON_COMPACT);
-	json_decref(p);
-	const char *params[1] = {text};
-	int rc = store_call(chat_app(s->chat)->store, STORE_Q_AGENT_AUTH, 1, params, auth_cb, l);
-	free(text);
-	if (rc < 0) {
+	if (store_call_json(chat_app(s->chat)->store, STORE_Q_AGENT_AUTH,
+			    json_pack("{s:s}", "login", l->login), auth_cb, l) < 0) {
 		chat_reply_error(op, "unavailable", "the store is unavailable; retry later");
 		s->hello_busy = false;
 		if (s->conn)
@@ -373,20 +368,6 @@ static void simple_cb(void *arg, const struct store_reply *rep)
 	chat_op_free(op);
 }
 
-static void call_json(struct chat_op *op, enum store_query q, json_t *p)
-{
-	char *text = json_dumps(p, JSON_COMPACT);
-	json_decref(p);
-	const char *params[1] = {text};
-	int rc = store_call(chat_app(op->s->chat)->store, q, 1, params, simple_cb, op);
-	free(text);
-	if (rc < 0) {
-		struct store_reply rep = {.status = STORE_UNAVAILABLE};
-		chat_reply_store_error(op, &rep);
-		chat_op_free(op);
-	}
-}
-
 static void answer_done(void *arg, const char *code, const char *message)
 {
 	struct chat_op *op = arg;
@@ -402,11 +383,7 @@ void chat_agent_gone(struct session *s)
 	struct app *app = chat_app(s->chat);
 	routing_agent_status(app->routing, s->id, "offline");
 	json_t *p = json_pack("{s:I, s:s}", "agent", (json_int_t)s->id, "status", "offline");
-	char *text = json_dumps(p, JSON_COMPACT);
-	json_decref(p);
-	const char *params[1] = {text};
-	store_call(app->store, STORE_Q_AGENT_PRESENCE, 1, params, NULL, NULL); /* best effort */
-	free(text);
+	store_call_json(app->store, STORE_Q_AGENT_PRESENCE, p, NULL, NULL); /* best effort */
 }
 
 void chat_agent_request(struct session *s, const char *type, json_t *frame, const json_t *ref)
@@ -420,8 +397,8 @@ void chat_agent_request(struct session *s, const char *type, json_t *frame, cons
 			chat_op_free(op);
 			return;
 		}
-		call_json(op, STORE_Q_AGENT_PRESENCE,
-			  json_pack("{s:I, s:s}", "agent", agent, "status", st));
+		chat_call(op, STORE_Q_AGENT_PRESENCE,
+			  json_pack("{s:I, s:s}", "agent", agent, "status", st), simple_cb);
 		return;
 	}
 	if (strcmp(type, "message") == 0 || strcmp(type, "resolve") == 0) {
@@ -441,9 +418,9 @@ void chat_agent_request(struct session *s, const char *type, json_t *frame, cons
 			chat_op_free(op);
 			return;
 		}
-		call_json(
+		chat_call(
 		    op, strcmp(type, "message") == 0 ? STORE_Q_AGENT_MESSAGE : STORE_Q_CONV_RESOLVE,
-		    p);
+		    p, simple_cb);
 		return;
 	}
 	if (strcmp(type, "subscribe") == 0) {
@@ -523,7 +500,7 @@ void chat_agent_request(struct session *s, const char *type, json_t *frame, cons
 		json_t *p = json_pack("{s:I, s:I, s:s, s:O}", "conversation", (json_int_t)conv,
 				      "by_agent", (json_int_t)s->id, "queue", queue,
 				      "client_msg_id", cmid ? cmid : json_null());
-		call_json(op, STORE_Q_CONV_TRANSFER, p);
+		chat_call(op, STORE_Q_CONV_TRANSFER, p, simple_cb);
 		return;
 	}
 	if (strcmp(type, "accept") == 0 || strcmp(type, "reject") == 0) {

@@ -155,12 +155,7 @@ void chat_customer_hello(struct session *s, json_t *frame, const json_t *ref)
 			      verified, "external_id", external_id, "email", email, "phone", phone,
 			      "name", name, "language", language, "resume_hash",
 			      resume ? resume_hash : NULL, "new_resume_hash", new_hash);
-	char *text = json_dumps(p, JSON_COMPACT);
-	json_decref(p);
-	const char *params[1] = {text};
-	int rc = store_call(chat_app(s->chat)->store, STORE_Q_CHAT_HELLO, 1, params, hello_cb, op);
-	free(text);
-	if (rc < 0) {
+	if (store_call_json(chat_app(s->chat)->store, STORE_Q_CHAT_HELLO, p, hello_cb, op) < 0) {
 		hello_refused(op, "unavailable", "the store is unavailable; retry later", false);
 		chat_op_free(op);
 	}
@@ -284,21 +279,6 @@ static void survey_cb(void *arg, const struct store_reply *rep)
 	chat_op_free(op);
 }
 
-/* Sends P (stolen) as the one parameter of Q; answers unavailable when it cannot. */
-static void call_json(struct chat_op *op, enum store_query q, json_t *p, store_cb cb)
-{
-	char *text = json_dumps(p, JSON_COMPACT);
-	json_decref(p);
-	const char *params[1] = {text};
-	int rc = store_call(chat_app(op->s->chat)->store, q, 1, params, cb, op);
-	free(text);
-	if (rc < 0) {
-		struct store_reply rep = {.status = STORE_UNAVAILABLE};
-		chat_reply_store_error(op, &rep);
-		chat_op_free(op);
-	}
-}
-
 void chat_customer_request(struct session *s, const char *type, json_t *frame, const json_t *ref)
 {
 	struct chat_op *op = chat_op_new(s, frame, ref);
@@ -333,7 +313,7 @@ void chat_customer_request(struct session *s, const char *type, json_t *frame, c
 		json_object_set_new(p, "customer", json_integer(s->id));
 		if (conv)
 			json_object_set_new(p, "conversation", json_integer(conv));
-		call_json(op, strcmp(type, "close") == 0 ? STORE_Q_CHAT_CLOSE : STORE_Q_CHAT_SURVEY,
+		chat_call(op, strcmp(type, "close") == 0 ? STORE_Q_CHAT_CLOSE : STORE_Q_CHAT_SURVEY,
 			  p, strcmp(type, "close") == 0 ? close_cb : survey_cb);
 		return;
 	}

@@ -48,6 +48,9 @@ void chat_op_free(struct chat_op *op);
 /* Replies (no-ops when the conn is gone). */
 void chat_reply_ok(struct chat_op *op, json_t *fields);
 void chat_reply_error(struct chat_op *op, const char *code, const char *message);
+/* Runs Q with P (stolen) as its JSON parameter; CB gets OP. When the store refuses, answers
+ * unavailable and frees OP. */
+void chat_call(struct chat_op *op, enum store_query q, json_t *p, store_cb cb);
 /* Maps a failed store reply to a protocol error. */
 void chat_reply_store_error(struct chat_op *op, const struct store_reply *rep);
 
