@@ -35,7 +35,8 @@
 --   * Deletes: skills, sla-policies, queues, inboxes are deleted (refused
 --     with 23503 while something points at them; a skill is simply removed
 --     from the queues and agents that had it).  Agents are soft-deleted
---     (their login becomes free; pending offers to them are revoked).
+--     (their login becomes free; pending offers to them are revoked; conversations
+--     they held go back to their queue).
 --     API tokens are revoked (revoked_at), which frees their name.  Deleted
 --     agents and revoked tokens are invisible to the whole API.
 --   * Every successful create/update/delete sends
@@ -1070,7 +1071,18 @@ BEGIN
         -- offer).  Conversations are locked before offers, as everywhere.
         PERFORM 1 FROM conversations
           WHERE id IN (SELECT conversation_id FROM offers WHERE agent_id = v_id AND state = 'pending')
+             OR (agent_id = v_id AND status IN ('assigned', 'pending'))
           ORDER BY id FOR NO KEY UPDATE;
+        -- conversations it still held go back to their queue (the router re-queues them
+        -- too, with their waiting time counted from now)
+        WITH h AS (
+            UPDATE conversations SET status = 'queued', agent_id = NULL, enqueued_at = now()
+             WHERE agent_id = v_id AND status IN ('assigned', 'pending')
+            RETURNING id
+        )
+        INSERT INTO conversation_events (conversation_id, kind, data)
+        SELECT h.id, 'requeued', jsonb_build_object('agent', v_id, 'reason', 'agent deleted')
+          FROM h;
         WITH r AS (
             UPDATE offers SET state = 'revoked', reason = 'cancelled', decided_at = now()
              WHERE agent_id = v_id AND state = 'pending'

@@ -193,6 +193,16 @@ class Routing(DaemonTest):
         self.assertEqual(a2.request({"type": "accept", "offer": o2["offer"]})["type"], "ok")
         self.assertEqual(a1.event("assigned")["conversation"], conv)
 
+    def test_deleting_an_agent_requeues_what_it_held(self):
+        gone = self.agent("leaver", {"billing": 3})
+        c, conv = self.customer()
+        self.accepted(gone, conv)
+        self.assertEqual(self.d.request("DELETE", "/v1/agents/leaver", token=self.token)[0], 200)
+        self.assertEqual(self.db("SELECT status, agent_id IS NULL FROM conversations "
+                                 "WHERE id = %d" % conv), "queued|t")
+        stay = self.agent("stayer", {"billing": 3})
+        self.assertEqual(stay.event("offer")["conversation"], conv)
+
     def test_supervisor_subscribes_to_stats(self):
         sup = self.agent("boss", {"billing": 1}, available=False, role="supervisor", tier=3)
         plain = self.agent("worker", {"tech": 1}, available=False)
