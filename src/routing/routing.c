@@ -537,7 +537,7 @@ static void collect_gone(int64_t key, void *value, void *arg)
 }
 
 /* Sets every queue and agent of SNAP; forgets those the store no longer has. */
-static void apply_setup(struct routing *r, const json_t *snap, int64_t now, bool initial)
+static void apply_setup(struct routing *r, const json_t *snap, int64_t now)
 {
 	struct idmap *seen_q = idmap_new(), *seen_a = idmap_new();
 	size_t i;
@@ -602,7 +602,6 @@ static void apply_setup(struct routing *r, const json_t *snap, int64_t now, bool
 		if (router_queue_remove(r->router, gone.ids[k], &e) == 0)
 			idmap_set(r->queues, gone.ids[k], NULL);
 	free(gone.ids);
-	(void)initial;
 	idmap_free(&seen_q);
 	idmap_free(&seen_a);
 }
@@ -658,7 +657,7 @@ static void snapshot_cb(void *arg, const struct store_reply *rep)
 		return;
 	}
 	int64_t now = now_ms();
-	apply_setup(r, snap, now, initial);
+	apply_setup(r, snap, now);
 	if (initial) {
 		apply_conversations(r, snap, now);
 		r->loaded = true;
