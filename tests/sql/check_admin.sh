@@ -21,17 +21,8 @@ SANDBOX=${PG_SANDBOX:-$ROOT/scripts/pg-sandbox}
 VERBOSE=0
 [[ ${1:-} == -v ]] && VERBOSE=1
 
-PASSES=0
-FAILS=0
-FAILED=()
-pass() { PASSES=$((PASSES + 1)); echo "PASS $1"; }
-fail() {
-    FAILS=$((FAILS + 1)); FAILED+=("$1")
-    echo "FAIL $1"
-    if [[ -n ${2:-} ]]; then
-        if (( VERBOSE )); then sed 's/^/     | /' <<<"$2"; else head -n 3 <<<"$2" | sed 's/^/     | /'; fi
-    fi
-}
+# shellcheck source=lib.sh
+source "$ROOT/tests/sql/lib.sh"
 
 SBDIR=$(mktemp -d /tmp/cd-check-admin.XXXXXX)
 chmod 755 "$SBDIR"
@@ -45,61 +36,6 @@ CONN=$("$SANDBOX" start --dir "$SBDIR" --unix --fsync off --sync off --shared-bu
     cat "$SBDIR.start.log" >&2; rm -f "$SBDIR.start.log"; echo "FAIL cannot start PostgreSQL"; exit 1; }
 rm -f "$SBDIR.start.log"
 export PGCONNECT_TIMEOUT=10
-
-PSQL=${PG_BIN:-/usr/lib/postgresql/15/bin}/psql
-[[ -x $PSQL ]] || PSQL=psql
-psqlc() { "$PSQL" "$CONN" -X -A -t -q -v ON_ERROR_STOP=1 "$@"; }
-
-# q SQL -> its output (stdout+stderr)
-q() { psqlc -c "$1" 2>&1; }
-
-# check NAME  (SQL on stdin; every line it prints must be "t", and there
-# must be at least one).  Each statement runs with its own snapshot, so a
-# statement that changes something and the one that verifies it are apart:
-# within ONE statement, STABLE functions such as cd_admin_get do not see
-# what a volatile call earlier in that statement wrote.
-check() {
-    local name=$1 sql out
-    sql=$(cat)
-    out=$(psqlc <<<"$sql" 2>&1)
-    local ok=1 line
-    [[ -n $out ]] || ok=0
-    while IFS= read -r line; do [[ $line == t ]] || ok=0; done <<<"$out"
-    if (( ok )); then pass "$name"; else fail "$name" "got: $out"; fi
-}
-
-# check_eq NAME EXPECTED  (SQL on stdin; its output must equal EXPECTED)
-check_eq() {
-    local name=$1 want=$2 sql out
-    sql=$(cat)
-    out=$(psqlc <<<"$sql" 2>&1)
-    if [[ $out == "$want" ]]; then pass "$name"; else fail "$name" "want: $want
-got:  $out"; fi
-}
-
-# check_err NAME SQLSTATE COLUMN MESSAGE  (SQL on stdin must fail like that)
-#   COLUMN '-' = the error must name no column; MESSAGE is a glob pattern.
-#   COLUMN is read from psql's verbose "COLUMN NAME:" line, i.e. the
-#   PG_DIAG_COLUMN_NAME field that the daemon reads.
-check_err() {
-    local name=$1 want_state=$2 want_col=$3 want_msg=$4 sql out line state msg col
-    sql=$(cat)
-    out=$(printf '\\set VERBOSITY verbose\n%s\n' "$sql" | psqlc 2>&1)
-    local re_err=$'(^|\n)(psql:[^ ]* )?ERROR:  ([0-9A-Z]{5}): ([^\n]*)' re_col=$'(^|\n)COLUMN NAME:  ([^\n]*)'
-    if [[ ! $out =~ $re_err ]]; then fail "$name" "no error; output: $out"; return; fi
-    state=${BASH_REMATCH[3]}
-    msg=${BASH_REMATCH[4]}
-    col=""
-    [[ $out =~ $re_col ]] && col=${BASH_REMATCH[2]}
-    [[ $want_col == - ]] && want_col=""
-    # shellcheck disable=SC2053  # want_msg is a glob on purpose
-    if [[ $state == "$want_state" && $col == "$want_col" && $msg == $want_msg ]]; then
-        pass "$name"
-    else
-        fail "$name" "want: $want_state [$want_col] $want_msg
-got:  $state [$col] $msg"
-    fi
-}
 
 echo "# PostgreSQL: $(q 'SHOW server_version')"
 
