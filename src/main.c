@@ -7,6 +7,7 @@
 #include "contactd/migrate.h"
 #include "contactd/ndjson.h"
 #include "contactd/routing.h"
+#include "contactd/sla.h"
 #include "contactd/store.h"
 #include "contactd/store_cli.h"
 #include "contactd/worker.h"
@@ -85,6 +86,8 @@ static void set_status(struct daemon *d)
 	bool ready = app_ready(&d->app, &why);
 	if (ready && d->app.routing)
 		routing_store_ready(d->app.routing);
+	if (ready && d->app.sla)
+		sla_store_ready(d->app.sla);
 	if (ready != d->was_ready) {
 		log_info(ready ? "ready" : "not_ready", "reason=\"%s\"", why);
 		d->was_ready = ready;
@@ -323,6 +326,8 @@ static int run(struct config *cfg)
 	}
 	struct routing_notify notify = {chat_notify_agent, chat_notify_customer, app->chat};
 	app->routing = routing_new(app, &notify);
+	struct sla_notify sla_notify = {chat_notify_agent, chat_notify_topic, app->chat};
+	app->sla = sla_new(app, &sla_notify);
 	d.ev_hup = evsignal_new(app->base, SIGHUP, hup_cb, &d);
 	d.ev_term = evsignal_new(app->base, SIGTERM, term_cb, &d);
 	d.ev_int = evsignal_new(app->base, SIGINT, term_cb, &d);
@@ -360,6 +365,7 @@ static int run(struct config *cfg)
 	worker_pool_free(&app->workers);
 	store_free(&app->store);
 	http_server_free(&app->http);
+	sla_free(&app->sla);
 	routing_free(&app->routing);
 	chat_free(&app->chat);
 	struct event *evs[] = {d.ev_hup, d.ev_term, d.ev_int, d.ev_janitor, d.ev_watchdog};

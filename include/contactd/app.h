@@ -13,6 +13,7 @@ struct worker_pool;
 struct http_server;
 struct chat;
 struct routing;
+struct sla;
 
 struct app {
 	struct event_base *base;
@@ -22,6 +23,7 @@ struct app {
 	struct http_server *http;
 	struct chat *chat;	 /* client listeners and sessions */
 	struct routing *routing; /* router + store + notifications */
+	struct sla *sla;	 /* SLA timers */
 	time_t started_at;
 	bool draining;	      /* SIGTERM: stop accepting, finish in-flight work */
 	bool migrating;	      /* start-up migrations running on a worker */

@@ -31,6 +31,8 @@ void chat_stop_accepting(struct chat *c);
  * EVENT is stolen and goes to every session of that agent / customer. */
 void chat_notify_agent(void *chat, int64_t agent_id, struct json_t *event);
 void chat_notify_customer(void *chat, int64_t customer_id, struct json_t *event);
+/* EVENT (stolen) to every supervisor / admin session subscribed to TOPIC ("stats", "sla"). */
+void chat_notify_topic(void *chat, const char *topic, struct json_t *event);
 
 /* Requests waiting on the store or a worker. */
 unsigned chat_in_flight(const struct chat *c);

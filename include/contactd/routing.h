@@ -40,6 +40,14 @@ void routing_conversation_removed(struct routing *r, int64_t conv_id);
 /* It went back to waiting (transfer): ROUTE as above. */
 void routing_conversation_requeued(struct routing *r, const json_t *route);
 
+/* A transfer to an agent: assigned to AGENT_ID at once (ROUTE: cd_route_info's object,
+ * borrowed, used when the router did not hold it). */
+void routing_conversation_handed(struct routing *r, const json_t *route, int64_t agent_id);
+
+/* Escalation (SLA breach or a manual escalate): its new tier and priority. A waiting
+ * conversation moves in its line; an offer to an agent now below its tier is revoked. */
+void routing_conversation_escalated(struct routing *r, int64_t conv_id, int tier, int priority);
+
 /* Presence of an agent (available, away, offline). */
 void routing_agent_status(struct routing *r, int64_t agent_id, const char *status);
 

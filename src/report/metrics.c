@@ -5,6 +5,7 @@
 #include "contactd/migrate.h"
 #include "contactd/ndjson.h"
 #include "contactd/routing.h"
+#include "contactd/sla.h"
 #include "contactd/store.h"
 
 #include <event2/buffer.h>
@@ -98,6 +99,21 @@ void metrics_render(const struct app *app, struct evbuffer *out)
 			    rs.waiting, rs.offered, rs.assigned, rs.agents_available,
 			    rs.agents_busy, rs.agents_away, rs.agents_offline, rs.offers,
 			    rs.accepts, rs.rejects, rs.timeouts);
+
+	struct sla_stats ss;
+	sla_get_stats(app->sla, &ss);
+	evbuffer_add_printf(out,
+			    "# HELP contactd_sla_events_total SLA warnings and breaches fired.\n"
+			    "# TYPE contactd_sla_events_total counter\n"
+			    "contactd_sla_events_total{state=\"warning\"} %llu\n"
+			    "contactd_sla_events_total{state=\"breached\"} %llu\n"
+			    "# HELP contactd_escalations_total Escalations after an SLA breach.\n"
+			    "# TYPE contactd_escalations_total counter\n"
+			    "contactd_escalations_total{reason=\"sla_breach\"} %llu\n"
+			    "# HELP contactd_sla_timers_armed SLA firings waiting on their time.\n"
+			    "# TYPE contactd_sla_timers_armed gauge\n"
+			    "contactd_sla_timers_armed %d\n",
+			    ss.warnings, ss.breaches, ss.escalations, ss.armed);
 
 	struct store_stats st;
 	store_get_stats(app->store, &st);

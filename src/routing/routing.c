@@ -373,6 +373,31 @@ void routing_conversation_removed(struct routing *r, int64_t conv_id)
 		kick(r);
 }
 
+void routing_conversation_handed(struct routing *r, const json_t *route, int64_t agent_id)
+{
+	if (!r || !r->loaded)
+		return;
+	enum router_error e;
+	int64_t conv = jint(route, "id");
+	int64_t now = now_ms();
+	if (router_conversation_assign(r->router, conv, agent_id, now, &e) < 0 &&
+	    (add_route(r, route, now) < 0 ||
+	     router_conversation_assign(r->router, conv, agent_id, now, &e) < 0))
+		log_warn("routing_assign_failed", "conversation=%lld agent=%lld error=%s",
+			 (long long)conv, (long long)agent_id, router_error_name(e));
+	kick(r);
+}
+
+void routing_conversation_escalated(struct routing *r, int64_t conv_id, int tier, int priority)
+{
+	if (!r)
+		return;
+	enum router_error e;
+	if (r->loaded &&
+	    router_conversation_update(r->router, conv_id, tier, priority, now_ms(), &e) == 0)
+		kick(r);
+}
+
 void routing_agent_status(struct routing *r, int64_t agent_id, const char *status)
 {
 	if (!r)

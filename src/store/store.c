@@ -54,6 +54,12 @@ static const struct {
     [STORE_Q_OFFER_CREATE] = {"offer_create", "SELECT cd_offer_create($1::jsonb)::text", 1, false},
     [STORE_Q_OFFER_DECIDE] = {"offer_decide", "SELECT cd_offer_decide($1::jsonb)::text", 1, false},
     [STORE_Q_ROUTER_SNAPSHOT] = {"router_snapshot", "SELECT cd_router_snapshot()::text", 0, false},
+    [STORE_Q_SLA_UPCOMING] = {"sla_upcoming", "SELECT cd_sla_upcoming($1::jsonb)::text", 1, false},
+    [STORE_Q_SLA_FIRE] = {"sla_fire", "SELECT cd_sla_fire($1::jsonb)::text", 1, false},
+    [STORE_Q_CONV_ESCALATE] = {"conv_escalate", "SELECT cd_conversation_escalate($1::jsonb)::text",
+			       1, false},
+    [STORE_Q_CONV_PENDING] = {"conv_pending", "SELECT cd_conversation_pending($1::jsonb)::text", 1,
+			      false},
 };
 
 static const double latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,

@@ -170,6 +170,35 @@ class Routing(DaemonTest):
         r = a.request({"type": "transfer", "conversation": conv, "queue": "billing"})
         self.assertEqual((r["type"], r["code"]), ("error", "forbidden"))
 
+    def test_transfer_to_an_agent_assigns_at_once(self):
+        a = self.agent("biller", {"billing": 3}, capacity={"chat": 1})
+        b = self.agent("bea", {"tech": 1})       # not even skilled for billing: handed, not offered
+        off = self.agent("otto", {"billing": 3}, available=False)
+        c, conv = self.customer()
+        self.accepted(a, conv)
+        c.event("assigned")
+        r = a.request({"type": "transfer", "conversation": conv, "agent": "otto"})
+        self.assertEqual((r["type"], r["code"]), ("error", "conflict"), r)   # offline
+        r = a.request({"type": "transfer", "conversation": conv, "agent": "nobody"})
+        self.assertEqual((r["type"], r["code"]), ("error", "invalid"), r)
+        r = a.request({"type": "transfer", "conversation": conv, "agent": "bea"})
+        self.assertEqual(r["type"], "ok", r)
+        self.assertEqual((r["status"], r["conversation"]), ("assigned", conv))
+        got = b.event("assigned")
+        self.assertEqual((got["conversation"], got["reason"]), (conv, "transfer"))
+        self.assertEqual(c.event("assigned")["agent"]["name"], "Bea")
+        self.assertEqual(self.db("SELECT a.login FROM conversations c JOIN agents a "
+                                 "ON a.id = c.agent_id WHERE c.id = %d" % conv), "bea")
+        # the new agent talks with the customer; the old one may not any more
+        c.request({"type": "message", "body": "hello Bea"})
+        self.assertEqual(b.event("message")["body"], "hello Bea")
+        r = a.request({"type": "message", "conversation": conv, "body": "still me"})
+        self.assertEqual((r["type"], r["code"]), ("error", "forbidden"))
+        # the first agent's chat slot is free again: it gets the next customer
+        c2, conv2 = self.customer()
+        self.assertEqual(a.event("offer")["conversation"], conv2)
+        self.assertFalse(any(e.get("type") == "offer" for e in off.events))
+
     def test_capacity_limits_offers(self):
         a = self.agent("single", {"billing": 3}, capacity={"chat": 1})
         c1, conv1 = self.customer()

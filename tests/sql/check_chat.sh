@@ -604,32 +604,43 @@ UPDATE conversations SET priority = priority + 3 WHERE id = t('conv_c1');   -- a
 CREATE TEMP TABLE before AS SELECT enqueued_at FROM conversations WHERE id = t('conv_c1');
 CREATE TEMP TABLE r AS SELECT cd_conversation_transfer(jsonb_build_object('conversation', t('conv_c1'), 'by_agent', t('bob'),
                                                                           'queue', 'VIP')) j;
-SELECT j - 'route' = jsonb_build_object('conversation', t('conv_c1'), 'queue', t('q_vip'), 'target_agent', NULL,
-           'from_agent', t('bob'), 'customer', t('c1'), 'channel', 'chat', 'status', 'queued', 'offer', NULL,
+SELECT j - 'route' = jsonb_build_object('conversation', t('conv_c1'), 'queue', t('q_vip'), 'agent', NULL,
+           'agent_name', NULL, 'from_agent', t('bob'), 'customer', t('c1'), 'channel', 'chat', 'status', 'queued', 'offer', NULL,
            'duplicate', false) FROM r;
 SELECT c.status = 'queued' AND c.agent_id IS NULL AND c.queue_id = t('q_vip') AND c.priority = 23
        AND c.enqueued_at > b.enqueued_at FROM conversations c, before b WHERE c.id = t('conv_c1');
 SELECT data = jsonb_build_object('by', t('bob'), 'from_agent', t('bob'), 'to_queue', t('q_vip'))
   FROM conversation_events WHERE conversation_id = t('conv_c1') AND kind = 'transferred'
 SQL
-check "transfer: to an agent (by a supervisor, while offered) -> queued with target_agent, offer revoked" <<'SQL'
+check_err "transfer: to an offline agent -> 55000" 55000 - 'agent alice is offline' <<'SQL'
+UPDATE agents SET status = 'offline' WHERE id = t('alice');
+SELECT cd_conversation_transfer(jsonb_build_object('conversation', t('conv_c1'), 'by_agent', t('sue'), 'agent', 'alice'))
+SQL
+check "transfer: to an agent (by a supervisor, while offered) -> assigned to that agent at once, offer revoked" <<'SQL'
+UPDATE agents SET status = 'away' WHERE id = t('alice');
 SELECT t_set('offer5', (cd_offer_create(jsonb_build_object('conversation', t('conv_c1'), 'agent', t('bob'),
     'expires_at', cd_ms(now()) + 20000)) ->> 'offer')::bigint) IS NOT NULL;
 CREATE TEMP TABLE r AS SELECT cd_conversation_transfer(jsonb_build_object('conversation', t('conv_c1'), 'by_agent', t('sue'),
                                                                           'agent', 'Alice')) j;
-SELECT (j ->> 'target_agent')::bigint = t('alice') AND (j ->> 'queue')::bigint = t('q_vip')
+SELECT (j ->> 'agent')::bigint = t('alice') AND j ->> 'agent_name' = 'Alice A' AND (j ->> 'queue')::bigint = t('q_vip')
+       AND j ->> 'status' = 'assigned'
        AND j -> 'offer' = jsonb_build_object('offer', t('offer5'), 'agent', t('bob'))
-       AND (j -> 'route' ->> 'target_agent')::bigint = t('alice') FROM r;
-SELECT status = 'queued' AND target_agent_id = t('alice') FROM conversations WHERE id = t('conv_c1');
+       AND (j -> 'route' ->> 'agent')::bigint = t('alice') FROM r;
+SELECT status = 'assigned' AND agent_id = t('alice') AND target_agent_id IS NULL AND assigned_at IS NOT NULL
+  FROM conversations WHERE id = t('conv_c1');
 SELECT state = 'revoked' AND reason = 'cancelled' FROM offers WHERE id = t('offer5');
 SELECT data = jsonb_build_object('by', t('sue'), 'from_agent', NULL, 'to_agent', t('alice'))
-  FROM conversation_events WHERE conversation_id = t('conv_c1') AND kind = 'transferred' ORDER BY id DESC LIMIT 1
+  FROM conversation_events WHERE conversation_id = t('conv_c1') AND kind = 'transferred' ORDER BY id DESC LIMIT 1;
+SELECT data = jsonb_build_object('agent', t('alice'), 'reason', 'transfer')
+  FROM conversation_events WHERE conversation_id = t('conv_c1') AND kind = 'assigned' ORDER BY id DESC LIMIT 1
 SQL
-check "transfer: accepting an offer clears target_agent" <<'SQL'
-SELECT t_set('offer6', (cd_offer_create(jsonb_build_object('conversation', t('conv_c1'), 'agent', t('alice'),
-    'expires_at', cd_ms(now()) + 20000)) ->> 'offer')::bigint) IS NOT NULL;
-SELECT cd_offer_decide(jsonb_build_object('offer', t('offer6'), 'decision', 'accepted')) ->> 'status' = 'assigned';
-SELECT agent_id = t('alice') AND target_agent_id IS NULL FROM conversations WHERE id = t('conv_c1')
+check "transfer: to the agent it already has -> nothing recorded, same answer" <<'SQL'
+CREATE TEMP TABLE n0 AS SELECT count(*) n FROM conversation_events WHERE conversation_id = t('conv_c1');
+SELECT cd_conversation_transfer(jsonb_build_object('conversation', t('conv_c1'), 'by_agent', t('sue'),
+                                                   'agent', t('alice'))) ->> 'status' = 'assigned';
+SELECT count(*) = (SELECT n FROM n0) FROM conversation_events WHERE conversation_id = t('conv_c1');
+UPDATE agents SET status = 'available' WHERE id = t('alice');   -- as before these checks
+SELECT true
 SQL
 
 # ---------------------------------------------------------------------------

@@ -105,6 +105,29 @@ void chat_notify_customer(void *chat, int64_t customer_id, json_t *event)
 	chat_push_customer(chat, customer_id, event);
 }
 
+struct topic_push {
+	const char *topic;
+	json_t *event;
+};
+
+static void push_topic_one(int64_t id, void *value, void *arg)
+{
+	struct topic_push *tp = arg;
+	bool sla = strcmp(tp->topic, "sla") == 0;
+	for (struct session *s = value; s; s = s->next_same)
+		if (s->conn && (sla ? s->sub_sla : s->sub_stats))
+			ndjson_send(s->conn, json_incref(tp->event));
+}
+
+void chat_notify_topic(void *chat, const char *topic, json_t *event)
+{
+	struct chat *c = chat;
+	struct topic_push tp = {topic, event};
+	if (c && event)
+		idmap_each(c->agents, push_topic_one, &tp);
+	json_decref(event);
+}
+
 /* ---- requests ------------------------------------------------------------------------ */
 
 struct chat_op *chat_op_new(struct session *s, json_t *frame, const json_t *ref)

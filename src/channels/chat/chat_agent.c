@@ -6,6 +6,7 @@
 #include "contactd/ndjson.h"
 #include "contactd/routing.h"
 #include "contactd/secret.h"
+#include "contactd/sla.h"
 #include "contactd/store.h"
 #include "contactd/worker.h"
 
@@ -319,6 +320,65 @@ void chat_agent_hello(struct session *s, json_t *frame, const json_t *ref)
 
 /* ---- requests after hello -------------------------------------------------------------- */
 
+/* After cd_conversation_escalate: the answer, then the router and whoever is affected. */
+static void agent_escalated(struct chat_op *op, json_t *res)
+{
+	struct app *app = chat_app(op->s->chat);
+	json_t *conv = json_object_get(res, "conversation");
+	chat_reply_ok(op, json_pack("{s:O, s:O, s:O, s:O}", "conversation", conv, "tier",
+				    json_object_get(res, "tier"), "priority",
+				    json_object_get(res, "priority"), "status",
+				    json_object_get(res, "status")));
+	if (json_is_true(json_object_get(res, "duplicate")))
+		return;
+	int64_t id = json_integer_value(conv);
+	int tier = (int)json_integer_value(json_object_get(res, "tier"));
+	int64_t released = json_integer_value(json_object_get(res, "released_agent"));
+	int64_t holder =
+	    released > 0 ? released : json_integer_value(json_object_get(res, "agent"));
+	log_info("escalated", "conversation=%lld by_agent=%lld tier=%d released=%s", (long long)id,
+		 (long long)op->s->id, tier, released > 0 ? "yes" : "no");
+	sla_tell_escalated(app->sla, id, holder, tier,
+			   json_string_value(json_object_get(res, "reason")));
+	json_t *route = json_object_get(res, "route");
+	if (released > 0 && json_is_object(route))
+		routing_conversation_requeued(app->routing, route); /* frees the holder's slot */
+	routing_conversation_escalated(app->routing, id, tier,
+				       (int)json_integer_value(json_object_get(res, "priority")));
+}
+
+/* After cd_conversation_transfer: back in a queue, or handed to an agent at once. */
+static void agent_transferred(struct chat_op *op, json_t *res)
+{
+	struct chat *c = op->s->chat;
+	json_t *conv = json_object_get(res, "conversation");
+	json_t *to = json_object_get(res, "agent");
+	chat_reply_ok(op, json_pack("{s:O, s:O, s:O, s:O}", "conversation", conv, "queue",
+				    json_object_get(res, "queue"), "agent", to, "status",
+				    json_object_get(res, "status")));
+	json_t *route = json_object_get(res, "route");
+	if (json_is_true(json_object_get(res, "duplicate")) || !json_is_object(route))
+		return;
+	int64_t from = json_integer_value(json_object_get(res, "from_agent"));
+	if (!json_is_integer(to)) {
+		routing_conversation_requeued(chat_app(c)->routing, route);
+		return;
+	}
+	int64_t agent = json_integer_value(to);
+	if (agent == from)
+		return; /* it had that agent already */
+	routing_conversation_handed(chat_app(c)->routing, route, agent);
+	chat_push_agent(
+	    c, agent,
+	    json_pack("{s:s, s:O, s:O, s:O, s:O, s:s, s:O}", "type", "assigned", "conversation",
+		      conv, "customer", json_object_get(res, "customer"), "channel",
+		      json_object_get(res, "channel"), "queue", json_object_get(res, "queue"),
+		      "reason", "transfer", "from_agent", json_object_get(res, "from_agent")));
+	chat_push_customer(c, json_integer_value(json_object_get(res, "customer")),
+			   json_pack("{s:s, s:O, s:{s:O}}", "type", "assigned", "conversation",
+				     conv, "agent", "name", json_object_get(res, "agent_name")));
+}
+
 static void simple_cb(void *arg, const struct store_reply *rep)
 {
 	struct chat_op *op = arg;
@@ -346,12 +406,13 @@ static void simple_cb(void *arg, const struct store_reply *rep)
 						     "body", json_object_get(op->frame, "body"),
 						     "at", json_object_get(res, "created_at")));
 	} else if (strcmp(type, "transfer") == 0) {
+		agent_transferred(op, res);
+	} else if (strcmp(type, "escalate") == 0) {
+		agent_escalated(op, res);
+	} else if (strcmp(type, "pending") == 0) {
 		chat_reply_ok(op, json_pack("{s:O, s:O}", "conversation",
-					    json_object_get(res, "conversation"), "queue",
-					    json_object_get(res, "queue")));
-		json_t *route = json_object_get(res, "route");
-		if (!json_is_true(json_object_get(res, "duplicate")) && json_is_object(route))
-			routing_conversation_requeued(chat_app(c)->routing, route);
+					    json_object_get(res, "conversation"), "status",
+					    json_object_get(res, "status")));
 	} else if (strcmp(type, "resolve") == 0) {
 		chat_reply_ok(
 		    op, json_pack("{s:O}", "conversation", json_object_get(res, "conversation")));
@@ -481,26 +542,48 @@ void chat_agent_request(struct session *s, const char *type, json_t *frame, cons
 	}
 	if (strcmp(type, "transfer") == 0) {
 		int64_t conv;
-		const char *queue;
-		if (!chat_id_field(op, "conversation", true, &conv) ||
-		    !chat_opt_string(op, "queue", &queue, 128)) {
+		json_t *queue = json_object_get(frame, "queue");
+		json_t *to = json_object_get(frame, "agent");
+		if (!chat_id_field(op, "conversation", true, &conv)) {
 			chat_op_free(op);
 			return;
 		}
-		if (!queue || json_object_get(frame, "agent")) {
+		if (!queue == !to || (queue && !json_is_string(queue) && !json_is_integer(queue)) ||
+		    (to && !json_is_string(to) && !json_is_integer(to))) {
 			chat_reply_error(op, "invalid",
-					 json_object_get(frame, "agent")
-					     ? "agent: transfer to an agent is not supported yet; "
-					       "transfer to a queue"
-					     : "queue: is required");
+					 queue || to
+					     ? "give either queue or agent (a name or an id)"
+					     : "queue: is required (or agent)");
 			chat_op_free(op);
 			return;
 		}
 		json_t *cmid = json_object_get(frame, "client_msg_id");
-		json_t *p = json_pack("{s:I, s:I, s:s, s:O}", "conversation", (json_int_t)conv,
-				      "by_agent", (json_int_t)s->id, "queue", queue,
-				      "client_msg_id", cmid ? cmid : json_null());
+		json_t *p =
+		    json_pack("{s:I, s:I, s:O, s:O}", "conversation", (json_int_t)conv, "by_agent",
+			      (json_int_t)s->id, queue ? "queue" : "agent", queue ? queue : to,
+			      "client_msg_id", cmid ? cmid : json_null());
 		chat_call(op, STORE_Q_CONV_TRANSFER, p, simple_cb);
+		return;
+	}
+	if (strcmp(type, "escalate") == 0 || strcmp(type, "pending") == 0) {
+		int64_t conv;
+		const char *reason = NULL;
+		if (!chat_id_field(op, "conversation", true, &conv) ||
+		    (type[0] == 'e' && !chat_opt_string(op, "reason", &reason, 500))) {
+			chat_op_free(op);
+			return;
+		}
+		if (type[0] == 'e' && (!reason || !*reason)) {
+			chat_reply_error(op, "invalid", "reason: is required");
+			chat_op_free(op);
+			return;
+		}
+		json_t *cmid = json_object_get(frame, "client_msg_id");
+		json_t *p = json_pack("{s:I, s:I, s:s?, s:O}", "conversation", (json_int_t)conv,
+				      "by_agent", (json_int_t)s->id, "reason", reason,
+				      "client_msg_id", cmid ? cmid : json_null());
+		chat_call(op, type[0] == 'e' ? STORE_Q_CONV_ESCALATE : STORE_Q_CONV_PENDING, p,
+			  simple_cb);
 		return;
 	}
 	if (strcmp(type, "accept") == 0 || strcmp(type, "reject") == 0) {

@@ -7,6 +7,7 @@
 #include "contactd/ndjson.h"
 #include "contactd/routing.h"
 #include "contactd/secret.h"
+#include "contactd/sla.h"
 #include "contactd/store.h"
 
 #include <openssl/crypto.h>
@@ -192,6 +193,10 @@ static void message_cb(void *arg, const struct store_reply *rep)
 			json_decref(full);
 		}
 		json_int_t agent = json_integer_value(json_object_get(res, "agent"));
+		/* a new conversation starts its SLA clocks, a message after an answer the
+		 * next-response clock: have the SLA service look soon */
+		if (!dup && (agent > 0 || json_is_true(json_object_get(res, "opened"))))
+			sla_kick(chat_app(s->chat)->sla);
 		if (agent > 0 && !dup) {
 			json_t *body = json_object_get(op->frame, "body");
 			chat_push_agent(s->chat, agent,
