@@ -64,12 +64,14 @@ CREATE TABLE sla_pauses (
 -- Scheduling
 -- ---------------------------------------------------------------------------
 
--- The budget of TIMER in policy P (NULL: the policy does not use it).
-CREATE FUNCTION cd_sla_budget(p sla_policies, p_timer text) RETURNS integer
+-- The budget of TIMER given a policy's three budgets (NULL: not used).
+-- (Plain columns, not a row: row-typed parameters tie a function to its schema.)
+CREATE FUNCTION cd_sla_budget(p_first integer, p_next integer, p_resolution integer, p_timer text)
+RETURNS integer
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE p_timer WHEN 'first_response' THEN p.first_response_s
-                        WHEN 'next_response' THEN p.next_response_s
-                        WHEN 'resolution' THEN p.resolution_s END
+    SELECT CASE p_timer WHEN 'first_response' THEN p_first
+                        WHEN 'next_response' THEN p_next
+                        WHEN 'resolution' THEN p_resolution END
 $$;
 
 -- Copies the running timers' due times into conversations.*_due (what the
@@ -122,7 +124,7 @@ DECLARE
     v_budget integer;
 BEGIN
     SELECT * INTO p FROM sla_policies WHERE id = p_policy;
-    v_budget := cd_sla_budget(p, p_timer);
+    v_budget := cd_sla_budget(p.first_response_s, p.next_response_s, p.resolution_s, p_timer);
     IF v_budget IS NULL THEN RETURN false; END IF;
     INSERT INTO sla_timers (conversation_id, timer, policy_id, started_at, budget_s)
     VALUES (p_conv, p_timer, p_policy, p_at, v_budget)
@@ -241,10 +243,13 @@ DECLARE
     v_conv bigint;
 BEGIN
     UPDATE sla_timers t
-       SET stopped_at = CASE WHEN cd_sla_budget(NEW, t.timer) IS NULL THEN now() END,
-           next_fire_at = CASE WHEN cd_sla_budget(NEW, t.timer) IS NULL THEN NULL ELSE t.next_fire_at END,
-           budget_s = coalesce(cd_sla_budget(NEW, t.timer), t.budget_s)
-     WHERE t.policy_id = NEW.id AND t.stopped_at IS NULL;
+       SET stopped_at = CASE WHEN x.b IS NULL THEN now() END,
+           next_fire_at = CASE WHEN x.b IS NULL THEN NULL ELSE t.next_fire_at END,
+           budget_s = coalesce(x.b, t.budget_s)
+      FROM (SELECT t2.conversation_id, t2.timer,
+                   cd_sla_budget(NEW.first_response_s, NEW.next_response_s, NEW.resolution_s, t2.timer) AS b
+              FROM sla_timers t2 WHERE t2.policy_id = NEW.id AND t2.stopped_at IS NULL) x
+     WHERE t.conversation_id = x.conversation_id AND t.timer = x.timer;
     FOR v_conv IN SELECT DISTINCT t.conversation_id FROM sla_timers t
                    WHERE t.policy_id = NEW.id
                      AND (t.stopped_at IS NULL OR t.stopped_at = now())
@@ -262,22 +267,26 @@ CREATE TRIGGER sla_policies_sla_changed AFTER UPDATE ON sla_policies
 -- Escalation (breach and manual)
 -- ---------------------------------------------------------------------------
 
--- Raises conversation C's tier by one (up to the highest tier of any live
+-- Raises conversation P_CONV's tier by one (up to the highest tier of any live
 -- agent, never down) and its priority by one; timeline `escalated`.  The
 -- caller holds the row lock.  Returns {tier, previous_tier, priority, reason}.
-CREATE FUNCTION cd_escalate_core(c conversations, p_reason text, p_by bigint) RETURNS jsonb
+CREATE FUNCTION cd_escalate_core(p_conv bigint, p_reason text, p_by bigint) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_old  integer;
     v_max  integer;
     v_tier integer;
+    v_pri  integer;
     v_data jsonb;
 BEGIN
+    SELECT tier INTO v_old FROM conversations WHERE id = p_conv;
     SELECT max(a.tier) INTO v_max FROM agents a WHERE a.deleted_at IS NULL;
-    v_tier := greatest(c.tier, least(c.tier + 1, coalesce(v_max, c.tier)));
-    UPDATE conversations SET tier = v_tier, priority = priority + 1 WHERE id = c.id;
-    v_data := jsonb_build_object('tier', v_tier, 'previous_tier', c.tier, 'priority', c.priority + 1,
+    v_tier := greatest(v_old, least(v_old + 1, coalesce(v_max, v_old)));
+    UPDATE conversations SET tier = v_tier, priority = priority + 1 WHERE id = p_conv
+    RETURNING priority INTO v_pri;
+    v_data := jsonb_build_object('tier', v_tier, 'previous_tier', v_old, 'priority', v_pri,
                                  'reason', p_reason, 'by', p_by);
-    PERFORM cd_event(c.id, 'escalated', v_data);
+    PERFORM cd_event(p_conv, 'escalated', v_data);
     RETURN v_data;
 END
 $$;
@@ -343,7 +352,7 @@ BEGIN
         UPDATE sla_timers SET warned_at = coalesce(warned_at, now()), breached_at = now(), next_fire_at = NULL
          WHERE conversation_id = v_conv AND timer = v_timer RETURNING * INTO t;
         PERFORM cd_event(c.id, 'sla_breach', jsonb_build_object('timer', v_timer, 'due', cd_ts(t.due_at)));
-        v_esc := cd_escalate_core(c, 'sla_breach:' || v_timer, NULL);
+        v_esc := cd_escalate_core(c.id, 'sla_breach:' || v_timer, NULL);
         SELECT * INTO c FROM conversations WHERE id = v_conv;
     END IF;
     SELECT o.agent_id INTO v_offer FROM offers o WHERE o.conversation_id = c.id AND o.state = 'pending';
@@ -396,7 +405,7 @@ BEGIN
     IF c.status NOT IN ('queued', 'offered', 'assigned', 'pending') THEN
         PERFORM cd_wrong_state(format('conversation %s is %s', c.id, c.status));
     END IF;
-    v_esc := cd_escalate_core(c, v_reason, v_by);
+    v_esc := cd_escalate_core(c.id, v_reason, v_by);
     SELECT * INTO c FROM conversations WHERE id = v_conv;
     IF c.status IN ('assigned', 'pending') AND c.agent_id IS NOT NULL THEN
         SELECT tier INTO v_holder FROM agents WHERE id = c.agent_id;

@@ -16,6 +16,13 @@
 
 #define DECISIONS_PER_CALL   64
 #define PAUSE_AFTER_ERROR_MS 1000
+#define ANNOUNCE_MS	     5000 /* customers waiting hear their new place this often */
+
+/* A waiting conversation whose customer was told its place in line. */
+struct announced {
+	int64_t customer;
+	int position;
+};
 
 /* One offer: the router's id and the store's (offers.id) once recorded. */
 struct offer_link {
@@ -43,7 +50,9 @@ struct routing {
 	/* conversation -> its offer_link whose decision is being recorded: a new offer of the
 	 * same conversation waits for it, so the store sees them in the router's order */
 	struct idmap *deciding;
-	json_t *early; /* routes opened before the snapshot was loaded */
+	json_t *early;		 /* routes opened before the snapshot was loaded */
+	struct idmap *announced; /* conversation -> struct announced, while waiting */
+	struct event *announce_timer;
 	unsigned long long n_offers, n_accepts, n_rejects, n_timeouts;
 };
 
@@ -315,6 +324,15 @@ static int add_route(struct routing *r, const json_t *route, int64_t now)
 	return e == ROUTER_E_EXISTS ? 1 : 0;
 }
 
+static void send_position(struct routing *r, int64_t conv, int64_t customer, int pos,
+			  int64_t wait_s)
+{
+	r->n.to_customer(r->n.arg, customer,
+			 json_pack("{s:s, s:I, s:i, s:o}", "type", "queued", "conversation",
+				   (json_int_t)conv, "position", pos, "estimated_wait_s",
+				   wait_s >= 0 ? json_integer(wait_s) : json_null()));
+}
+
 static void tell_position(struct routing *r, const json_t *route)
 {
 	int pos;
@@ -322,10 +340,61 @@ static void tell_position(struct routing *r, const json_t *route)
 	int64_t conv = jint(route, "id");
 	if (routing_position(r, conv, &pos, &wait_s) < 0)
 		return;
-	r->n.to_customer(r->n.arg, jint(route, "customer"),
-			 json_pack("{s:s, s:I, s:i, s:o}", "type", "queued", "conversation",
-				   (json_int_t)conv, "position", pos, "estimated_wait_s",
-				   wait_s >= 0 ? json_integer(wait_s) : json_null()));
+	int64_t customer = jint(route, "customer");
+	send_position(r, conv, customer, pos, wait_s);
+	struct announced *an = idmap_get(r->announced, conv);
+	if (!an && (an = malloc(sizeof(*an))) != NULL)
+		idmap_set(r->announced, conv, an);
+	if (an) {
+		an->customer = customer;
+		an->position = pos;
+	}
+}
+
+/* Every ANNOUNCE_MS: customers whose place in line changed hear the new one; entries of
+ * conversations no longer waiting go. O(waiting x log waiting). */
+struct announce_pass {
+	struct routing *r;
+	int64_t *gone;
+	size_t ngone, cap;
+};
+
+static void announce_one(int64_t conv, void *value, void *arg)
+{
+	struct announce_pass *ap = arg;
+	struct announced *an = value;
+	int pos;
+	int64_t wait_s;
+	if (routing_position(ap->r, conv, &pos, &wait_s) < 0) {
+		if (ap->ngone == ap->cap) {
+			size_t cap = ap->cap ? ap->cap * 2 : 64;
+			int64_t *g = realloc(ap->gone, cap * sizeof(*g));
+			if (!g)
+				return; /* the next pass retries */
+			ap->gone = g;
+			ap->cap = cap;
+		}
+		ap->gone[ap->ngone++] = conv;
+		return;
+	}
+	if (pos == an->position)
+		return;
+	an->position = pos;
+	send_position(ap->r, conv, an->customer, pos, wait_s);
+}
+
+static void announce_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct routing *r = arg;
+	if (!r->loaded)
+		return;
+	struct announce_pass ap = {r, NULL, 0, 0};
+	idmap_each(r->announced, announce_one, &ap);
+	for (size_t i = 0; i < ap.ngone; i++) {
+		free(idmap_get(r->announced, ap.gone[i]));
+		idmap_set(r->announced, ap.gone[i], NULL);
+	}
+	free(ap.gone);
 }
 
 void routing_conversation_opened(struct routing *r, const json_t *route)
@@ -652,7 +721,10 @@ static void apply_conversations(struct routing *r, const json_t *snap, int64_t n
 				    r->router, conv, jint(rej, "agent"), until, now, &e);
 		}
 		const char *status = json_string_value(json_object_get(c, "status"));
-		if (status && strcmp(status, "assigned") == 0 && jint(c, "agent") > 0) {
+		bool held =
+		    status && (strcmp(status, "assigned") == 0 ||
+			       strcmp(status, "pending") == 0); /* pending: still its agent's */
+		if (held && jint(c, "agent") > 0) {
 			router_conversation_assign(r->router, conv, jint(c, "agent"), now, &e);
 		} else if (jint(c, "offer") > 0) {
 			int64_t db = jint(c, "offer");
@@ -665,6 +737,14 @@ static void apply_conversations(struct routing *r, const json_t *snap, int64_t n
 				l->agent = jint(c, "offer_agent");
 				idmap_set(r->by_rt, db, l);
 				idmap_set(r->by_db, db, l);
+			}
+		} else {
+			/* waiting: its customer hears its place at the next announcement */
+			struct announced *an = malloc(sizeof(*an));
+			if (an) {
+				an->customer = jint(c, "customer");
+				an->position = 0;
+				idmap_set(r->announced, conv, an);
 			}
 		}
 	}
@@ -759,6 +839,10 @@ struct routing *routing_new(struct app *app, const struct routing_notify *notify
 	r->agents = idmap_new();
 	r->deciding = idmap_new();
 	r->early = json_array();
+	r->announced = idmap_new();
+	r->announce_timer = event_new(app->base, -1, EV_PERSIST, announce_cb, r);
+	struct timeval every = {ANNOUNCE_MS / 1000, (ANNOUNCE_MS % 1000) * 1000};
+	event_add(r->announce_timer, &every);
 	return r;
 }
 
@@ -772,6 +856,11 @@ static void free_link(int64_t key, void *value, void *arg)
 static void free_links(struct routing *r)
 {
 	idmap_each(r->by_rt, free_link, NULL); /* every link is in by_rt */
+}
+
+static void free_value(int64_t key, void *value, void *arg)
+{
+	free(value);
 }
 
 void routing_free(struct routing **rp)
@@ -789,6 +878,9 @@ void routing_free(struct routing **rp)
 	idmap_free(&r->agents);
 	idmap_free(&r->deciding);
 	json_decref(r->early);
+	idmap_each(r->announced, free_value, NULL);
+	idmap_free(&r->announced);
+	event_free(r->announce_timer);
 	router_free(&r->router);
 	free(r);
 }

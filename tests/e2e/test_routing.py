@@ -199,6 +199,20 @@ class Routing(DaemonTest):
         self.assertEqual(a.event("offer")["conversation"], conv2)
         self.assertFalse(any(e.get("type") == "offer" for e in off.events))
 
+    def test_waiting_customers_hear_their_new_place(self):
+        c1, conv1 = self.customer()
+        self.assertEqual(c1.event("queued")["position"], 1)
+        c2, conv2 = self.customer()
+        self.assertEqual(c2.event("queued")["position"], 2)
+        a = self.agent("mover", {"billing": 3}, capacity={"chat": 1})
+        self.accepted(a, conv1)
+        moved = c2.event("queued", timeout=8)      # announced within one 5 s pass
+        self.assertEqual((moved["conversation"], moved["position"]), (conv2, 1))
+        # the one being offered hears nothing more about its place
+        time.sleep(5.5)
+        self.assertFalse(any(e.get("type") == "queued" for e in c1.events), c1.events)
+        self.assertFalse(any(e.get("type") == "queued" for e in c2.events), c2.events)
+
     def test_capacity_limits_offers(self):
         a = self.agent("single", {"billing": 3}, capacity={"chat": 1})
         c1, conv1 = self.customer()
