@@ -6,6 +6,7 @@
 #include "contactd/log.h"
 #include "contactd/migrate.h"
 #include "contactd/ndjson.h"
+#include "contactd/outbound.h"
 #include "contactd/routing.h"
 #include "contactd/sla.h"
 #include "contactd/store.h"
@@ -311,6 +312,7 @@ static int run(struct config *cfg)
 		free(app->cfg);
 		return 1;
 	}
+	app->outbound = outbound_new();
 	app->chat = chat_new(app, &err);
 	if (!app->chat) {
 		char q[600];
@@ -368,6 +370,7 @@ static int run(struct config *cfg)
 	sla_free(&app->sla);
 	routing_free(&app->routing);
 	chat_free(&app->chat);
+	outbound_free(&app->outbound);
 	struct event *evs[] = {d.ev_hup, d.ev_term, d.ev_int, d.ev_janitor, d.ev_watchdog};
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 		if (evs[i])

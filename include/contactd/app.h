@@ -14,6 +14,7 @@ struct http_server;
 struct chat;
 struct routing;
 struct sla;
+struct outbound;
 
 struct app {
 	struct event_base *base;
@@ -21,9 +22,10 @@ struct app {
 	struct store *store;
 	struct worker_pool *workers;
 	struct http_server *http;
-	struct chat *chat;	 /* client listeners and sessions */
-	struct routing *routing; /* router + store + notifications */
-	struct sla *sla;	 /* SLA timers */
+	struct chat *chat;	   /* client listeners and sessions */
+	struct routing *routing;   /* router + store + notifications */
+	struct sla *sla;	   /* SLA timers */
+	struct outbound *outbound; /* agent messages to customers, per channel */
 	time_t started_at;
 	bool draining;	      /* SIGTERM: stop accepting, finish in-flight work */
 	bool migrating;	      /* start-up migrations running on a worker */

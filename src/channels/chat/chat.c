@@ -9,6 +9,7 @@
 #include "contactd/listener.h"
 #include "contactd/log.h"
 #include "contactd/ndjson.h"
+#include "contactd/outbound.h"
 #include "contactd/routing.h"
 #include "contactd/tls.h"
 
@@ -353,6 +354,20 @@ static const char *cfg_addr(const struct config *cfg, int i)
 	return i == L_TLS ? cfg->listen_client_tls : cfg->listen_client;
 }
 
+/* The chat channel's outbound: the agent's message to every session of the customer. A
+ * customer who is not connected reads it in the conversation later (resume). */
+static int chat_outbound(void *arg, const struct outbound_msg *m)
+{
+	json_t *ev = json_pack("{s:s, s:I, s:I, s:{s:s, s:s?}, s:s, s:s?}", "type", "message",
+			       "conversation", (json_int_t)m->conversation, "message",
+			       (json_int_t)m->message, "author", "kind", "agent", "name",
+			       m->author_name, "body", m->body ? m->body : "", "at", m->at);
+	if (!ev)
+		return -1;
+	chat_push_customer(arg, m->customer, ev);
+	return 0;
+}
+
 struct chat *chat_new(struct app *app, char **error_r)
 {
 	struct chat *c = calloc(1, sizeof(*c));
@@ -383,6 +398,7 @@ struct chat *chat_new(struct app *app, char **error_r)
 		if (!c->l[i])
 			goto fail;
 	}
+	outbound_register(app->outbound, "chat", chat_outbound, c);
 	return c;
 fail:
 	chat_free(&c);

@@ -4,6 +4,7 @@
 #include "contactd/app.h"
 #include "contactd/log.h"
 #include "contactd/ndjson.h"
+#include "contactd/outbound.h"
 #include "contactd/routing.h"
 #include "contactd/secret.h"
 #include "contactd/sla.h"
@@ -396,15 +397,18 @@ static void simple_cb(void *arg, const struct store_reply *rep)
 		json_t *msg = json_object_get(res, "message");
 		chat_reply_ok(op, json_pack("{s:O, s:O}", "message", msg, "conversation", conv));
 		if (!json_is_true(json_object_get(res, "duplicate")) &&
-		    !json_is_true(json_object_get(res, "internal")) &&
-		    strcmp(json_string_value(json_object_get(res, "channel")) ?: "", "chat") == 0)
-			chat_push_customer(c, json_integer_value(json_object_get(res, "customer")),
-					   json_pack("{s:s, s:O, s:O, s:{s:s, s:O}, s:O, s:O}",
-						     "type", "message", "conversation", conv,
-						     "message", msg, "author", "kind", "agent",
-						     "name", json_object_get(op->s->agent, "name"),
-						     "body", json_object_get(op->frame, "body"),
-						     "at", json_object_get(res, "created_at")));
+		    !json_is_true(json_object_get(res, "internal"))) {
+			struct outbound_msg m = {
+			    .conversation = json_integer_value(conv),
+			    .message = json_integer_value(msg),
+			    .customer = json_integer_value(json_object_get(res, "customer")),
+			    .channel = json_string_value(json_object_get(res, "channel")),
+			    .author_name = json_string_value(json_object_get(op->s->agent, "name")),
+			    .body = json_string_value(json_object_get(op->frame, "body")),
+			    .at = json_string_value(json_object_get(res, "created_at")),
+			};
+			outbound_deliver(chat_app(c)->outbound, &m);
+		}
 	} else if (strcmp(type, "transfer") == 0) {
 		agent_transferred(op, res);
 	} else if (strcmp(type, "escalate") == 0) {
