@@ -178,6 +178,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     r record;
 BEGIN
+    -- no policy at all (many installations): no timer can exist, nothing to do
+    IF NOT EXISTS (SELECT 1 FROM sla_policies) THEN RETURN NULL; END IF;
     FOR r IN SELECT n.conversation_id, min(n.created_at) AS at FROM new_rows n
               WHERE n.direction = 'out'
                 AND EXISTS (SELECT 1 FROM sla_timers t
@@ -242,6 +244,12 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_conv bigint;
 BEGIN
+    -- conversations first, then their timers: the order every other path takes
+    -- (cd_sla_fire, the message and status triggers), so no deadlock
+    PERFORM 1 FROM conversations c
+     WHERE c.id IN (SELECT t.conversation_id FROM sla_timers t
+                     WHERE t.policy_id = NEW.id AND t.stopped_at IS NULL)
+     ORDER BY c.id FOR NO KEY UPDATE;
     UPDATE sla_timers t
        SET stopped_at = CASE WHEN x.b IS NULL THEN now() END,
            next_fire_at = CASE WHEN x.b IS NULL THEN NULL ELSE t.next_fire_at END,

@@ -51,6 +51,10 @@ class Tools(DaemonTest):
             read_until(cust, '"type": "assigned"')
             agent.stdin.write("On it!\n")
             read_until(cust, '"body": "On it!"')
+            agent.stdin.write("/pending\n")
+            read_until(agent, '"status": "pending"')
+            agent.stdin.write("/escalate needs a supervisor\n")
+            read_until(agent, '"type": "escalated"')
         finally:
             for p in (agent, cust):
                 p.stdin.close()
