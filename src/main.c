@@ -7,6 +7,7 @@
 #include "contactd/migrate.h"
 #include "contactd/ndjson.h"
 #include "contactd/outbound.h"
+#include "contactd/phone.h"
 #include "contactd/routing.h"
 #include "contactd/sla.h"
 #include "contactd/store.h"
@@ -193,6 +194,7 @@ static void term_cb(evutil_socket_t sig, short what, void *arg)
 		http_server_stop_accepting(d->app.http);
 	if (d->app.chat)
 		chat_stop_accepting(d->app.chat);
+	phone_stop_accepting(d->app.phone);
 	janitor_cb(-1, 0, d);
 }
 
@@ -218,9 +220,17 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 	/* every module prepares first; only when all could, all commit */
 	struct http_reload *hr = NULL;
 	struct chat_reload *cr = NULL;
+	struct phone_reload *pr = NULL;
 	if (app->http && !(hr = http_server_reload_prepare(app->http, next, &err)))
 		goto failed;
 	if (app->chat && !(cr = chat_reload_prepare(app->chat, next, &err))) {
+		if (hr)
+			http_server_reload_abort(app->http, hr);
+		goto failed;
+	}
+	if (app->phone && !(pr = phone_reload_prepare(app->phone, next, &err))) {
+		if (cr)
+			chat_reload_abort(app->chat, cr);
 		if (hr)
 			http_server_reload_abort(app->http, hr);
 		goto failed;
@@ -229,6 +239,8 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 		http_server_reload_commit(app->http, hr);
 	if (cr)
 		chat_reload_commit(app->chat, cr);
+	if (pr)
+		phone_reload_commit(app->phone, pr);
 	char changed[512];
 	if (config_restart_only_changes(app->cfg, next, changed, sizeof(changed)) > 0)
 		log_warn("reload_needs_restart", "keys=%s", changed);
@@ -318,6 +330,7 @@ static int run(struct config *cfg)
 		char q[600];
 		log_error("start_failed", "error=%s", log_quote(q, sizeof(q), err));
 		free(err);
+		outbound_free(&app->outbound);
 		http_server_free(&app->http);
 		store_free(&app->store);
 		worker_pool_free(&app->workers);
@@ -330,6 +343,23 @@ static int run(struct config *cfg)
 	app->routing = routing_new(app, &notify);
 	struct sla_notify sla_notify = {chat_notify_agent, chat_notify_topic, app->chat};
 	app->sla = sla_new(app, &sla_notify);
+	app->phone = phone_new(app, &err);
+	if (!app->phone) {
+		char q[600];
+		log_error("start_failed", "error=%s", log_quote(q, sizeof(q), err));
+		free(err);
+		sla_free(&app->sla);
+		routing_free(&app->routing);
+		chat_free(&app->chat);
+		outbound_free(&app->outbound);
+		http_server_free(&app->http);
+		store_free(&app->store);
+		worker_pool_free(&app->workers);
+		event_base_free(app->base);
+		config_free(app->cfg);
+		free(app->cfg);
+		return 1;
+	}
 	d.ev_hup = evsignal_new(app->base, SIGHUP, hup_cb, &d);
 	d.ev_term = evsignal_new(app->base, SIGTERM, term_cb, &d);
 	d.ev_int = evsignal_new(app->base, SIGINT, term_cb, &d);
@@ -347,10 +377,7 @@ static int run(struct config *cfg)
 		event_add(d.ev_watchdog, &wt);
 	}
 	/* listeners of channels this build does not serve yet: say so rather than stay silent */
-	const char *unserved[][2] = {{"phone", cfg->listen_phone},
-				     {"phone_tls", cfg->listen_phone_tls},
-				     {"lmtp", cfg->listen_lmtp},
-				     {"smtp", cfg->listen_smtp}};
+	const char *unserved[][2] = {{"lmtp", cfg->listen_lmtp}, {"smtp", cfg->listen_smtp}};
 	for (size_t i = 0; i < sizeof(unserved) / sizeof(unserved[0]); i++)
 		if (*unserved[i][1])
 			log_warn("listener_not_served", "listener=%s addr=%s", unserved[i][0],
@@ -367,6 +394,7 @@ static int run(struct config *cfg)
 	worker_pool_free(&app->workers);
 	store_free(&app->store);
 	http_server_free(&app->http);
+	phone_free(&app->phone);
 	sla_free(&app->sla);
 	routing_free(&app->routing);
 	chat_free(&app->chat);

@@ -15,6 +15,7 @@ struct chat;
 struct routing;
 struct sla;
 struct outbound;
+struct phone;
 
 struct app {
 	struct event_base *base;
@@ -26,6 +27,7 @@ struct app {
 	struct routing *routing;   /* router + store + notifications */
 	struct sla *sla;	   /* SLA timers */
 	struct outbound *outbound; /* agent messages to customers, per channel */
+	struct phone *phone;	   /* phone listeners and PBX sessions */
 	time_t started_at;
 	bool draining;	      /* SIGTERM: stop accepting, finish in-flight work */
 	bool migrating;	      /* start-up migrations running on a worker */

@@ -44,6 +44,12 @@ void routing_conversation_requeued(struct routing *r, const json_t *route);
  * borrowed, used when the router did not hold it). */
 void routing_conversation_handed(struct routing *r, const json_t *route, int64_t agent_id);
 
+/* Called after every committed accept with cd_offer_decide's answer (borrowed; it has
+ * conversation, channel, agent, agent_login, extension, offer): the phone channel pushes
+ * `route` to the PBX from it. One hook; FN NULL removes it. */
+void routing_set_assign_hook(struct routing *r, void (*fn)(void *arg, const json_t *res),
+			     void *arg);
+
 /* Escalation (SLA breach or a manual escalate): its new tier and priority. A waiting
  * conversation moves in its line; an offer to an agent now below its tier is revoked. */
 void routing_conversation_escalated(struct routing *r, int64_t conv_id, int tier, int priority);

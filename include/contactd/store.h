@@ -31,6 +31,7 @@ enum store_query {
 	STORE_Q_OFFER_CREATE,	 /* (json) -> json */
 	STORE_Q_OFFER_DECIDE,	 /* (json) -> json */
 	STORE_Q_ROUTER_SNAPSHOT, /* () -> json */
+	STORE_Q_PHONE_EVENT,	 /* (json) -> json: cd_phone_event */
 	STORE_Q_SLA_UPCOMING,	 /* (json) -> json: cd_sla_upcoming */
 	STORE_Q_SLA_FIRE,	 /* (json) -> json: cd_sla_fire */
 	STORE_Q_CONV_ESCALATE,	 /* (json) -> json */

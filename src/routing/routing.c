@@ -54,6 +54,8 @@ struct routing {
 	struct idmap *announced; /* conversation -> struct announced, while waiting */
 	struct event *announce_timer;
 	unsigned long long n_offers, n_accepts, n_rejects, n_timeouts;
+	void (*assign_hook)(void *arg, const json_t *res);
+	void *assign_hook_arg;
 };
 
 static int64_t now_ms(void)
@@ -442,6 +444,14 @@ void routing_conversation_removed(struct routing *r, int64_t conv_id)
 		kick(r);
 }
 
+void routing_set_assign_hook(struct routing *r, void (*fn)(void *arg, const json_t *res), void *arg)
+{
+	if (!r)
+		return;
+	r->assign_hook = fn;
+	r->assign_hook_arg = arg;
+}
+
 void routing_conversation_handed(struct routing *r, const json_t *route, int64_t agent_id)
 {
 	if (!r || !r->loaded)
@@ -522,6 +532,8 @@ static void answer_cb(void *arg, const struct store_reply *rep)
 					 json_pack("{s:s, s:I, s:{s:s}}", "type", "assigned",
 						   "conversation", (json_int_t)l->conv, "agent",
 						   "name", ac->agent_name));
+			if (r->assign_hook)
+				r->assign_hook(r->assign_hook_arg, res);
 		}
 	}
 	json_decref(res);

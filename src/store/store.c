@@ -52,8 +52,15 @@ static const struct {
     [STORE_Q_CONV_TRANSFER] = {"conv_transfer", "SELECT cd_conversation_transfer($1::jsonb)::text",
 			       1, false},
     [STORE_Q_OFFER_CREATE] = {"offer_create", "SELECT cd_offer_create($1::jsonb)::text", 1, false},
-    [STORE_Q_OFFER_DECIDE] = {"offer_decide", "SELECT cd_offer_decide($1::jsonb)::text", 1, false},
+    /* with the agent's login and extension: the phone channel's `route` needs them */
+    [STORE_Q_OFFER_DECIDE] =
+	{"offer_decide",
+	 "SELECT (d || jsonb_build_object('agent_login', a.login, 'extension', "
+	 "a.extension))::text FROM cd_offer_decide($1::jsonb) d "
+	 "LEFT JOIN agents a ON a.id = (d ->> 'agent')::bigint",
+	 1, false},
     [STORE_Q_ROUTER_SNAPSHOT] = {"router_snapshot", "SELECT cd_router_snapshot()::text", 0, false},
+    [STORE_Q_PHONE_EVENT] = {"phone_event", "SELECT cd_phone_event($1::jsonb)::text", 1, false},
     [STORE_Q_SLA_UPCOMING] = {"sla_upcoming", "SELECT cd_sla_upcoming($1::jsonb)::text", 1, false},
     [STORE_Q_SLA_FIRE] = {"sla_fire", "SELECT cd_sla_fire($1::jsonb)::text", 1, false},
     [STORE_Q_CONV_ESCALATE] = {"conv_escalate", "SELECT cd_conversation_escalate($1::jsonb)::text",

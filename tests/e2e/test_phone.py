@@ -1,0 +1,165 @@
+"""Phone events over the phone listener (SPEC §2): PBX hello, calls queued and routed on the
+voice channel, `route` pushed to the PBX that queued the call, duplicates stored once,
+out-of-order events never moving the call backwards, abandoned calls leaving the line,
+talk time, and a PBX reconnecting to adopt its waiting calls."""
+import time
+
+import harness
+from harness import DaemonTest, Ndjson, free_port
+
+
+class Phone(DaemonTest):
+    def setUp(self):
+        super().setUp()
+        self.clients = []
+        self.cport = free_port()
+        self.pport = free_port()
+        self.d = self.daemon(listen={"client": "127.0.0.1:%d" % self.cport,
+                                    "phone": "127.0.0.1:%d" % self.pport},
+                             extra={"routing.offer_timeout_s": "20"}).start()
+        self.token = self.d.admin_token()
+        self.pbx_token = self.d.admin_token(scopes="events:write", name="pbx1")
+        self.post("/v1/skills", {"name": "sales"})
+        self.post("/v1/queues", {"name": "sales", "skills": {"sales": 1}})
+
+    def tearDown(self):
+        for c in self.clients:
+            c.close()
+        super().tearDown()
+
+    def post(self, path, body):
+        status, obj, _ = self.d.request("POST", path, body, token=self.token)
+        self.assertEqual(status, 201, obj)
+        return obj
+
+    def db(self, sql):
+        return harness.psql(sql, dbname=self.d.conninfo.split("dbname=")[1])
+
+    def pbx(self, token=None):
+        p = Ndjson(self.pport)
+        self.clients.append(p)
+        r = p.request({"type": "hello", "role": "pbx", "token": token or self.pbx_token})
+        self.assertEqual(r["type"], "ok", r)
+        return p
+
+    def agent(self, login, extension="1001"):
+        self.post("/v1/agents", {"login": login, "name": login.title(),
+                                 "password": login + "-password", "skills": {"sales": 2},
+                                 "extension": extension})
+        a = Ndjson(self.cport)
+        self.clients.append(a)
+        self.assertEqual(a.request({"type": "hello", "role": "agent", "login": login,
+                                    "password": login + "-password"})["type"], "ok")
+        self.assertEqual(a.request({"type": "presence", "status": "available"})["type"], "ok")
+        return a
+
+    def call(self, pbx, event, call_id, **kw):
+        r = pbx.request(dict({"type": "call", "event": event, "call_id": call_id}, **kw))
+        self.assertEqual(r["type"], "ok", r)
+        return r
+
+    def test_hello_needs_an_events_token(self):
+        p = Ndjson(self.pport)
+        self.clients.append(p)
+        r = p.request({"type": "hello", "role": "pbx", "token": "ctd_wrong"})
+        self.assertEqual((r["type"], r["code"]), ("error", "unauthorized"))
+        self.assertTrue(p.closed())
+        reader = self.d.admin_token(scopes="conversations:read", name="reader")
+        p = Ndjson(self.pport)
+        self.clients.append(p)
+        r = p.request({"type": "hello", "role": "pbx", "token": reader})
+        self.assertEqual((r["type"], r["code"]), ("error", "unauthorized"))
+        p = Ndjson(self.pport)
+        self.clients.append(p)
+        r = p.request({"type": "hello", "role": "agent", "login": "x", "password": "y"})
+        self.assertEqual((r["type"], r["code"]), ("error", "invalid"))
+        r = p.request({"type": "call", "event": "queued", "call_id": "c"})
+        self.assertEqual(r["type"], "error")   # still before hello
+
+    def test_queued_call_is_routed_and_the_pbx_gets_the_route(self):
+        pbx = self.pbx()
+        alice = self.agent("alice", extension="2001")
+        self.call(pbx, "offered", "call-1", **{"from": "+48 600-100-200", "to": "+15550100"})
+        r = self.call(pbx, "queued", "call-1", queue="sales", ivr={"lang": "pl"})
+        conv = r["conversation"]
+        offer = alice.event("offer")
+        self.assertEqual((offer["conversation"], offer["channel"]), (conv, "voice"))
+        self.assertEqual(alice.request({"type": "accept", "offer": offer["offer"]})["type"], "ok")
+        route = pbx.event("route")
+        self.assertEqual(route, {"type": "route", "call_id": "call-1", "agent": "alice",
+                                 "extension": "2001", "offer": offer["offer"]})
+        self.call(pbx, "answered", "call-1", agent="alice", at="2026-11-23T10:00:00.000Z")
+        self.call(pbx, "ended", "call-1", at="2026-11-23T10:03:20.000Z")
+        self.assertEqual(self.db("SELECT state, talk_s, from_number FROM calls WHERE call_id = 'call-1'"),
+                         "ended|200|+48600100200")
+        self.assertEqual(self.db("SELECT c.channel, c.status, a.login FROM conversations c "
+                                 "JOIN agents a ON a.id = c.agent_id WHERE c.id = %d" % conv),
+                         "voice|closed|alice")
+        # the caller is a customer with the number as a phone identity
+        self.assertEqual(self.db("SELECT count(*) FROM customer_identities WHERE kind = 'phone' "
+                                 "AND value = '+48600100200'"), "1")
+        # the agent's voice slot is free again: the next call is offered at once
+        self.call(pbx, "queued", "call-2", queue="sales", **{"from": "+48600100200"})
+        self.assertEqual(alice.event("offer")["channel"], "voice")
+        # the same caller is the same customer
+        self.assertEqual(self.db("SELECT count(DISTINCT customer_id) FROM conversations "
+                                 "WHERE channel = 'voice'"), "1")
+
+    def test_duplicates_are_stored_once_and_late_events_never_move_back(self):
+        pbx = self.pbx()
+        r1 = self.call(pbx, "queued", "call-9", queue="sales", event_id="e1",
+                       at="2026-11-23T10:00:00.000Z")
+        r2 = self.call(pbx, "queued", "call-9", queue="sales", event_id="e1",
+                       at="2026-11-23T10:00:00.000Z")
+        self.assertEqual(r1["conversation"], r2["conversation"])
+        self.assertTrue(r2["duplicate"])
+        # without event_id: once-per-call events by (call_id, event)
+        self.call(pbx, "answered", "call-9", at="2026-11-23T10:00:30.000Z")
+        again = self.call(pbx, "answered", "call-9", at="2026-11-23T10:00:31.000Z")
+        self.assertTrue(again["duplicate"])
+        # repeatable ones by (call_id, event, at)
+        self.call(pbx, "held", "call-9", at="2026-11-23T10:01:00.000Z")
+        self.call(pbx, "held", "call-9", at="2026-11-23T10:01:00.000Z")
+        self.call(pbx, "held", "call-9", at="2026-11-23T10:02:00.000Z")
+        self.assertEqual(self.db("SELECT count(*) FROM phone_events WHERE call_id = 'call-9'"), "4")
+        # an `offered` that arrives late (earlier `at`) is stored but changes nothing
+        late = self.call(pbx, "offered", "call-9", at="2026-11-23T09:59:50.000Z")
+        self.assertEqual(late["state"], "held")
+        self.assertEqual(self.db("SELECT string_agg(event, ',' ORDER BY at, id) FROM phone_events "
+                                 "WHERE call_id = 'call-9'"), "offered,queued,answered,held,held")
+        r = pbx.request({"type": "call", "event": "ringing", "call_id": "call-9"})
+        self.assertEqual((r["type"], r["code"]), ("error", "invalid"), r)
+        r = pbx.request({"type": "call", "event": "held", "call_id": "call-9", "at": "yesterday"})
+        self.assertEqual((r["type"], r["code"]), ("error", "invalid"), r)
+
+    def test_abandoned_call_leaves_the_line(self):
+        pbx = self.pbx()
+        r = self.call(pbx, "queued", "call-a", queue="sales")
+        conv = r["conversation"]
+        self.call(pbx, "abandoned", "call-a")
+        self.assertEqual(self.db("SELECT status FROM conversations WHERE id = %d" % conv),
+                         "abandoned")
+        bob = self.agent("bob")
+        time.sleep(0.5)
+        self.assertFalse(any(e.get("type") == "offer" for e in bob.events), bob.events)
+        status, metrics, _ = self.d.request("GET", "/metrics")
+        self.assertIn('contactd_conversations{state="waiting"} 0', metrics)
+
+    def test_a_reconnecting_pbx_adopts_its_waiting_calls(self):
+        pbx = self.pbx()
+        r = self.call(pbx, "queued", "call-r", queue="sales")
+        pbx.close()
+        self.clients.remove(pbx)
+        time.sleep(0.3)
+        pbx2 = self.pbx()
+        carol = self.agent("carol", extension="3003")
+        offer = carol.event("offer")
+        self.assertEqual(offer["conversation"], r["conversation"])
+        carol.request({"type": "accept", "offer": offer["offer"]})
+        route = pbx2.event("route")
+        self.assertEqual((route["call_id"], route["agent"], route["extension"]),
+                         ("call-r", "carol", "3003"))
+
+
+if __name__ == "__main__":
+    harness.main()
