@@ -1,0 +1,63 @@
+# lib-daemon.sh -- shared by bench/run-*.sh: a release build, a durable throwaway PostgreSQL
+# and contactd daemons on free ports.  Source it after `set -euo pipefail` and cd "$ROOT".
+#   bench_build [targets...]         builds into $B (build-bench/)
+#   bench_pg_start                   sets CONN and PGDIR; stopped on exit
+#   bench_daemon_start DB [KEY=VAL]  a fresh database DB; sets CPORT PPORT HPORT TOKEN DAEMON
+#   bench_daemon_stop
+B=$ROOT/build-bench
+DAEMON=""
+PGDIR=""
+
+bench_build() {
+    cmake -S "$ROOT" -B "$B" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCONTACTD_TESTS=OFF >/dev/null
+    cmake --build "$B" -j"$(nproc)" --target contactd "$@" >/dev/null
+}
+
+bench_cleanup() {
+    bench_daemon_stop
+    [[ -n $PGDIR ]] && "$ROOT/scripts/pg-sandbox" stop "$PGDIR" >/dev/null 2>&1 || true
+}
+
+bench_pg_start() {
+    PGDIR=$(mktemp -d /tmp/ctd-bench-pg.XXXXXX); rmdir "$PGDIR"
+    CONN=$("$ROOT/scripts/pg-sandbox" start --dir "$PGDIR")
+    trap bench_cleanup EXIT
+}
+
+bench_free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+bench_daemon_start() {
+    local db=$1
+    psql -X -q "$CONN" -c "CREATE DATABASE $db"
+    CPORT=$(bench_free_port) PPORT=$(bench_free_port) HPORT=$(bench_free_port)
+    local conf=$PGDIR.$db.conf
+    cat >"$conf" <<CFG
+[daemon]
+log_level = warn
+[database]
+conninfo = ${CONN/dbname=app/dbname=$db}
+pool_size = 4
+[listen]
+client = 127.0.0.1:$CPORT
+phone = 127.0.0.1:$PPORT
+lmtp =
+http = 127.0.0.1:$HPORT
+CFG
+    "$B/contactd" -c "$conf" --migrate >/dev/null
+    TOKEN=$("$B/contactd" -c "$conf" --create-api-token bench admin)
+    "$B/contactd" -c "$conf" 2>"$PGDIR.$db.log" &
+    DAEMON=$!
+    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$HPORT/readyz" >/dev/null && return 0; sleep 0.1; done
+    echo "contactd did not become ready; see $PGDIR.$db.log" >&2
+    return 1
+}
+
+bench_daemon_stop() {
+    if [[ -n $DAEMON ]]; then
+        kill "$DAEMON" 2>/dev/null || true
+        wait "$DAEMON" 2>/dev/null || true
+        DAEMON=""
+    fi
+}
