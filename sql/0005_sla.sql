@@ -106,7 +106,7 @@ BEGIN
       FROM (SELECT t2.timer,
                    cd_sla_due(p.timezone, p.hours, p.holidays, t2.started_at, t2.budget_s, v_pauses) AS due,
                    cd_sla_due(p.timezone, p.hours, p.holidays, t2.started_at,
-                              t2.budget_s * p.warn_pct / 100.0, v_pauses) AS warn
+                              t2.budget_s::numeric * p.warn_pct / 100, v_pauses) AS warn
               FROM sla_timers t2 JOIN sla_policies p ON p.id = t2.policy_id
              WHERE t2.conversation_id = p_conv AND t2.stopped_at IS NULL) x
      WHERE t.conversation_id = p_conv AND t.timer = x.timer;
@@ -233,6 +233,27 @@ BEGIN
     RETURN NULL;
 END
 $$;
+-- sla_paused_at / sla_paused_total_s (what lists and cd_route_info show) follow
+-- the status whoever changes it: set on entering pending, added up and
+-- cleared on leaving it (transfer, escalation, resolve, close, a customer
+-- message -- which may have done it already).
+CREATE FUNCTION cd_sla_pause_columns() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status = 'pending' THEN
+        NEW.sla_paused_at := coalesce(NEW.sla_paused_at, now());
+    ELSIF OLD.status = 'pending' AND NEW.sla_paused_at IS NOT NULL THEN
+        NEW.sla_paused_total_s := NEW.sla_paused_total_s
+            + greatest(0, floor(extract(epoch FROM now() - NEW.sla_paused_at)))::int;
+        NEW.sla_paused_at := NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER conversations_sla_pause_columns BEFORE UPDATE OF status ON conversations
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION cd_sla_pause_columns();
+
 CREATE TRIGGER conversations_sla_status AFTER UPDATE OF status ON conversations
     FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status AND NEW.sla_policy_id IS NOT NULL)
     EXECUTE FUNCTION cd_sla_status_changed();
