@@ -61,7 +61,7 @@ BEGIN
     IF v_by IS NOT NULL THEN a := cd_agent_live(v_by); END IF;
     IF v_target IS NOT NULL THEN
         SELECT * INTO t FROM agents WHERE id = v_target AND deleted_at IS NULL;
-        IF NOT FOUND THEN PERFORM cd_invalid('agent', format('agent: unknown agent %s', v_target)); END IF;
+        IF NOT FOUND THEN PERFORM cd_invalid('agent', format('unknown agent %s', v_target)); END IF;
     END IF;
 
     c := cd_conversation_lock(v_conv);

@@ -148,11 +148,11 @@ DECLARE
 BEGIN
     PERFORM cd_check_body(p);
     v_call_id := cd_j_opt_text(p, 'call_id', 200);
-    IF v_call_id IS NULL THEN PERFORM cd_invalid('call_id', 'call_id: is required'); END IF;
+    IF v_call_id IS NULL THEN PERFORM cd_invalid('call_id', 'is required'); END IF;
     v_event := cd_j_opt_text(p, 'event', 20);
     IF v_event IS NULL OR v_event NOT IN ('offered', 'queued', 'answered', 'held', 'resumed', 'transferred',
                                           'ended', 'abandoned', 'voicemail') THEN
-        PERFORM cd_invalid('event', 'event: must be offered, queued, answered, held, resumed, transferred, '
+        PERFORM cd_invalid('event', 'must be offered, queued, answered, held, resumed, transferred, '
                                     'ended, abandoned or voicemail');
     END IF;
     v_event_id := cd_j_opt_text(p, 'event_id', 200);
@@ -163,14 +163,14 @@ BEGIN
     v_rec := cd_j_opt_text(p, 'recording_url', 2048);
     v_ivr := cd_opt(p, 'ivr');
     IF v_ivr IS NOT NULL AND jsonb_typeof(v_ivr) <> 'object' THEN
-        PERFORM cd_invalid('ivr', 'ivr: must be an object');
+        PERFORM cd_invalid('ivr', 'must be an object');
     END IF;
     IF v_event = 'queued' THEN
         v_queue := coalesce(cd_j_opt_ref(p, 'queues', 'queue'),
                             (SELECT q.id FROM queues q
                               WHERE lower(q.name) = lower(nullif(p ->> 'default_queue', ''))),
                             (SELECT min(q.id) FROM queues q));
-        IF v_queue IS NULL THEN PERFORM cd_invalid('queue', 'queue: no queue to route the call to'); END IF;
+        IF v_queue IS NULL THEN PERFORM cd_invalid('queue', 'no queue to route the call to'); END IF;
     END IF;
 
     -- one call at a time (its first event creates it)
