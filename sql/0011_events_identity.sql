@@ -292,3 +292,90 @@ BEGIN
                               'identities', cardinality(v_ids), 'conversations', cardinality(v_convs));
 END
 $$;
+
+-- cd_api_post(p) -> {replay, status, body, result}
+-- The HTTP POSTs of this file and of the phone channel, with Idempotency-Key:
+-- op "events" (POST /v1/events: cd_api_event; 201, or 200 when the
+-- (channel, external_id) was stored before), "phone_events" (POST
+-- /v1/phone/events: cd_phone_event; 200), "merge" / "unmerge" (POST
+-- /v1/customers/{customer}/merge {into} | /unmerge; 200).
+-- Input: op, body (the request's JSON object), token (id), idempotency_key
+--   (null: none), path, default_queue, customer (merge / unmerge).
+-- A key is remembered per token for 24 hours with the request's path and a
+-- hash of its body: the same request again is answered with the stored
+-- status and body (replay true, result null, nothing done); the key with
+-- another path or body is 23505 (409) naming Idempotency-Key.  Errors roll
+-- the key back with everything else: a failed request can be retried.
+-- result = the underlying function's whole answer, for the daemon's side
+-- effects (routing, notifications).
+CREATE FUNCTION cd_api_post(p jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_op     text := p ->> 'op';
+    v_body   jsonb := p -> 'body';
+    v_token  bigint := (p ->> 'token')::bigint;
+    v_key    text := p ->> 'idempotency_key';
+    v_path   text := coalesce(p ->> 'path', '');
+    v_hash   text;
+    v_kid    bigint;
+    k        idempotency_keys;
+    v_res    jsonb;
+    v_out    jsonb;
+    v_status int := 200;
+BEGIN
+    IF v_body IS NULL OR jsonb_typeof(v_body) <> 'object' THEN
+        PERFORM cd_invalid('body', 'must be a JSON object');
+    END IF;
+    IF v_key IS NOT NULL AND v_token IS NOT NULL THEN
+        v_hash := encode(sha256(convert_to(v_body::text, 'UTF8')), 'hex');
+        SELECT * INTO k FROM idempotency_keys WHERE token_id = v_token AND key = v_key FOR UPDATE;
+        IF k.id IS NOT NULL AND k.created_at < now() - interval '24 hours' THEN
+            DELETE FROM idempotency_keys WHERE id = k.id;
+            k := NULL;
+        END IF;
+        IF k.id IS NOT NULL THEN
+            IF k.path <> v_path OR k.request_hash IS DISTINCT FROM v_hash OR k.response_status IS NULL THEN
+                RAISE EXCEPTION USING ERRCODE = '23505', COLUMN = 'Idempotency-Key',
+                    MESSAGE = format('Idempotency-Key: "%s" was already used for another request (%s)',
+                                     left(v_key, 64), k.path);
+            END IF;
+            RETURN jsonb_build_object('replay', true, 'status', k.response_status,
+                                      'body', k.response_body::jsonb, 'result', NULL);
+        END IF;
+        INSERT INTO idempotency_keys (token_id, key, method, path, request_hash)
+        VALUES (v_token, v_key, 'POST', v_path, v_hash)
+        ON CONFLICT (token_id, key) DO NOTHING
+        RETURNING id INTO v_kid;
+        IF v_kid IS NULL THEN   -- the same key in a concurrent request
+            RAISE EXCEPTION USING ERRCODE = '23505', COLUMN = 'Idempotency-Key',
+                MESSAGE = 'Idempotency-Key: a request with this key is in progress; retry';
+        END IF;
+    END IF;
+
+    CASE v_op
+    WHEN 'events' THEN
+        v_res := cd_api_event(v_body || jsonb_build_object('default_queue', p -> 'default_queue'));
+        v_status := CASE WHEN (v_res ->> 'created')::boolean THEN 201 ELSE 200 END;
+        v_out := jsonb_build_object('conversation', v_res -> 'conversation', 'message', v_res -> 'message',
+                                    'customer', v_res -> 'customer');
+    WHEN 'phone_events' THEN
+        v_res := cd_phone_event(v_body || jsonb_build_object('default_queue', p -> 'default_queue'));
+        v_out := jsonb_build_object('conversation', v_res -> 'conversation', 'state', v_res -> 'state',
+                                    'duplicate', v_res -> 'duplicate');
+    WHEN 'merge' THEN
+        IF NOT v_body ? 'into' THEN PERFORM cd_invalid('into', 'is required (the customer that stays)'); END IF;
+        v_res := cd_customer_merge(jsonb_build_object('customer', p -> 'customer', 'into', v_body -> 'into'));
+        v_out := v_res;
+    WHEN 'unmerge' THEN
+        v_res := cd_customer_unmerge(jsonb_build_object('customer', p -> 'customer'));
+        v_out := v_res;
+    ELSE
+        PERFORM cd_invalid('op', 'unknown operation');
+    END CASE;
+
+    IF v_kid IS NOT NULL THEN
+        UPDATE idempotency_keys SET response_status = v_status, response_body = v_out::text WHERE id = v_kid;
+    END IF;
+    RETURN jsonb_build_object('replay', false, 'status', v_status, 'body', v_out, 'result', v_res);
+END
+$$;

@@ -38,6 +38,11 @@ void phone_reload_abort(struct phone *p, struct phone_reload *rl);
 /* Drain: stop accepting new PBX connections. */
 void phone_stop_accepting(struct phone *p);
 
+/* The routing effects of a call event that came over HTTP (RES: cd_phone_event's answer,
+ * borrowed). Such calls have no PBX connection: their route is not pushed (integrators see
+ * the assignment in the conversation, the stream and webhooks). */
+void phone_after_event(struct phone *ph, const json_t *res);
+
 /* Routing's accept hook (routing_set_assign_hook): RES is cd_offer_decide's answer with
  * agent_login and extension (borrowed). Pushes `route` for voice conversations. */
 void phone_on_assigned(void *phone, const json_t *res);

@@ -32,10 +32,16 @@ enum store_query {
 	STORE_Q_OFFER_DECIDE,	 /* (json) -> json */
 	STORE_Q_ROUTER_SNAPSHOT, /* () -> json */
 	STORE_Q_PHONE_EVENT,	 /* (json) -> json: cd_phone_event */
+	STORE_Q_API_POST,	 /* (json) -> json: cd_api_post */
+	STORE_Q_CUSTOMER_GET,	 /* (id) -> json or NULL: cd_customer_get */
 	STORE_Q_SLA_UPCOMING,	 /* (json) -> json: cd_sla_upcoming */
 	STORE_Q_SLA_FIRE,	 /* (json) -> json: cd_sla_fire */
 	STORE_Q_CONV_ESCALATE,	 /* (json) -> json */
 	STORE_Q_CONV_PENDING,	 /* (json) -> json */
+	STORE_Q_API_CONV_LIST,	 /* (json) -> json: cd_api_conversation_list */
+	STORE_Q_API_CONV_GET,	 /* (json) -> json: cd_api_conversation_get */
+	STORE_Q_API_CONV_ACTION, /* (json) -> json: cd_api_conversation_action */
+	STORE_Q_API_REALTIME,	 /* () -> json: cd_api_realtime */
 	STORE_Q__COUNT
 };
 

@@ -1,6 +1,8 @@
 #include "contactd/http.h"
 
 #include "api_internal.h"
+#include "conversations.h"
+#include "events.h"
 #include "contactd/app.h"
 #include "contactd/config.h"
 #include "contactd/log.h"
@@ -341,6 +343,24 @@ static void on_request(struct evhttp_request *req, void *arg)
 		r->handler = admin_handle;
 		authenticate(r);
 		return;
+	}
+	switch (conv_api_claim(r)) {
+	case CONV_API_AUTHENTICATE:
+		authenticate(r);
+		return;
+	case CONV_API_ANSWERED:
+		return;
+	case CONV_API_NOT_MINE:
+		break;
+	}
+	switch (events_api_claim(r)) {
+	case EVENTS_API_AUTHENTICATE:
+		authenticate(r);
+		return;
+	case EVENTS_API_ANSWERED:
+		return;
+	case EVENTS_API_NOT_MINE:
+		break;
 	}
 	api_reply_error(r, 404, "not_found", "no such resource", NULL);
 }

@@ -297,6 +297,34 @@ static void orphan_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- requests ---------------------------------------------------------------------------- */
 
+/* What a committed call event changes in routing (RES: cd_phone_event's answer). X: the
+ * PBX connection that sent it, which gets the route of a call it queued (NULL: over HTTP,
+ * or contactd itself). */
+static void apply_effects(struct phone *ph, const json_t *res, struct pbx *x)
+{
+	if (json_is_true(json_object_get(res, "duplicate")))
+		return;
+	struct routing *r = ph->app->routing;
+	int64_t id = json_integer_value(json_object_get(res, "conversation"));
+	const json_t *route = json_object_get(res, "route");
+	int64_t handed = json_integer_value(json_object_get(res, "handed_to"));
+	if (json_is_true(json_object_get(res, "removed"))) {
+		routing_conversation_removed(r, id);
+		link_drop(ph, id);
+	} else if (json_is_true(json_object_get(res, "resolved"))) {
+		routing_conversation_resolved(r, id);
+		link_drop(ph, id);
+	} else if (handed > 0 && json_is_object(route)) {
+		routing_conversation_handed(r, route, handed);
+		link_drop(ph, id);
+	} else if (json_is_object(route)) {
+		if (x)
+			link_set(ph, id, json_string_value(json_object_get(res, "call_id")), x);
+		routing_conversation_opened(r, route);
+		sla_kick(ph->app->sla);
+	}
+}
+
 static void event_cb(void *arg, const struct store_reply *rep)
 {
 	struct pbx_op *op = arg;
@@ -316,30 +344,15 @@ static void event_cb(void *arg, const struct store_reply *rep)
 				json_pack("{s:O, s:O, s:O}", "conversation", conv, "state",
 					  json_object_get(res, "state"), "duplicate",
 					  json_object_get(res, "duplicate")));
-	if (!json_is_true(json_object_get(res, "duplicate"))) {
-		struct routing *r = ph->app->routing;
-		int64_t id = json_integer_value(conv);
-		json_t *route = json_object_get(res, "route");
-		int64_t handed = json_integer_value(json_object_get(res, "handed_to"));
-		if (json_is_true(json_object_get(res, "removed"))) {
-			routing_conversation_removed(r, id);
-			link_drop(ph, id);
-		} else if (json_is_true(json_object_get(res, "resolved"))) {
-			routing_conversation_resolved(r, id);
-			link_drop(ph, id);
-		} else if (handed > 0 && json_is_object(route)) {
-			routing_conversation_handed(r, route, handed);
-			link_drop(ph, id);
-		} else if (json_is_object(route)) {
-			if (op->pbx && op->pbx->conn)
-				link_set(ph, id, json_string_value(json_object_get(res, "call_id")),
-					 op->pbx);
-			routing_conversation_opened(r, route);
-			sla_kick(ph->app->sla);
-		}
-	}
+	apply_effects(ph, res, op->pbx && op->pbx->conn ? op->pbx : NULL);
 	json_decref(res);
 	op_free(op);
+}
+
+void phone_after_event(struct phone *ph, const json_t *res)
+{
+	if (ph)
+		apply_effects(ph, res, NULL);
 }
 
 static void call_event(struct pbx *x, json_t *frame, const json_t *ref)
