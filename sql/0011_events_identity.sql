@@ -43,27 +43,33 @@ $$;
 CREATE FUNCTION cd_customer_resolve(p_external text, p_email text, p_phone text, p_name text) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_cust bigint;
-    v_kind text;
-    v_val  text;
+    v_cust  bigint;
+    v_held  text[];
+    v_kind  text;
+    v_val   text;
 BEGIN
     -- lock in a fixed order (kind order) so that two events do not deadlock
     IF p_email IS NOT NULL THEN PERFORM cd_lock_identity('email', p_email); END IF;
     IF p_external IS NOT NULL THEN PERFORM cd_lock_identity('external', p_external); END IF;
     IF p_phone IS NOT NULL THEN PERFORM cd_lock_identity('phone', p_phone); END IF;
-    SELECT cd_customer_live(i.customer_id) INTO v_cust
-      FROM customer_identities i
-      JOIN (VALUES (1, 'external', p_external), (2, 'email', p_email), (3, 'phone', p_phone)) AS w(o, k, v)
-        ON i.kind = w.k AND i.value = w.v
-     ORDER BY w.o LIMIT 1;
+    -- one probe for all of them: who holds which (the first by external, email, phone)
+    SELECT (array_agg(i.customer_id ORDER BY w.o))[1], array_agg(i.kind)
+      INTO v_cust, v_held
+      FROM (VALUES (1, 'external', p_external), (2, 'email', p_email), (3, 'phone', p_phone)) AS w(o, k, v)
+      JOIN customer_identities i ON i.kind = w.k AND i.value = w.v
+     WHERE w.v IS NOT NULL;
     IF v_cust IS NULL THEN
         INSERT INTO customers (name) VALUES (p_name) RETURNING id INTO v_cust;
-    ELSIF p_name IS NOT NULL THEN
-        UPDATE customers SET name = p_name WHERE id = v_cust AND name IS NULL;
+    ELSE
+        v_cust := cd_customer_live(v_cust);
+        IF p_name IS NOT NULL THEN
+            UPDATE customers SET name = p_name WHERE id = v_cust AND name IS NULL;
+        END IF;
     END IF;
+    -- the given identities nobody holds yet go to this customer
     FOR v_kind, v_val IN SELECT k, v FROM (VALUES ('external', p_external), ('email', p_email),
                                                   ('phone', p_phone)) AS w(k, v)
-                          WHERE v IS NOT NULL LOOP
+                          WHERE v IS NOT NULL AND k <> ALL (coalesce(v_held, '{}')) LOOP
         INSERT INTO customer_identities (customer_id, kind, value) VALUES (v_cust, v_kind, v_val)
         ON CONFLICT (kind, value) DO NOTHING;
     END LOOP;
@@ -377,5 +383,33 @@ BEGIN
         UPDATE idempotency_keys SET response_status = v_status, response_body = v_out::text WHERE id = v_kid;
     END IF;
     RETURN jsonb_build_object('replay', false, 'status', v_status, 'body', v_out, 'result', v_res);
+END
+$$;
+
+-- cd_api_events_batch(p) -> [{ok:true, result} | {ok:false, sqlstate, message, field}, ...]
+-- Group commit of POST /v1/events without an Idempotency-Key: many requests'
+-- bodies (each with default_queue) in one transaction, one answer per item in
+-- order.  Each item runs in its own subtransaction, so a bad item answers its
+-- error and never fails the others.
+CREATE FUNCTION cd_api_events_batch(p jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    e     jsonb;
+    v_out jsonb[] := '{}';
+    v_col text;
+BEGIN
+    IF jsonb_typeof(p) IS DISTINCT FROM 'array' THEN
+        PERFORM cd_invalid('items', 'must be an array');
+    END IF;
+    FOR e IN SELECT value FROM jsonb_array_elements(p) LOOP
+        BEGIN
+            v_out := v_out || jsonb_build_object('ok', true, 'result', cd_api_event(e));
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_col = COLUMN_NAME;
+            v_out := v_out || jsonb_build_object('ok', false, 'sqlstate', SQLSTATE, 'message', SQLERRM,
+                                                 'field', nullif(v_col, ''));
+        END;
+    END LOOP;
+    RETURN to_jsonb(v_out);
 END
 $$;

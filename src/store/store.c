@@ -62,6 +62,7 @@ static const struct {
     [STORE_Q_ROUTER_SNAPSHOT] = {"router_snapshot", "SELECT cd_router_snapshot()::text", 0, false},
     [STORE_Q_PHONE_EVENT] = {"phone_event", "SELECT cd_phone_event($1::jsonb)::text", 1, false},
     [STORE_Q_API_POST] = {"api_post", "SELECT cd_api_post($1::jsonb)::text", 1, false},
+    [STORE_Q_API_EVENTS] = {"api_events", "SELECT cd_api_events_batch($1::jsonb)::text", 1, true},
     [STORE_Q_CUSTOMER_GET] = {"customer_get", "SELECT cd_customer_get($1::bigint)::text", 1, false},
     [STORE_Q_SLA_UPCOMING] = {"sla_upcoming", "SELECT cd_sla_upcoming($1::jsonb)::text", 1, false},
     [STORE_Q_SLA_FIRE] = {"sla_fire", "SELECT cd_sla_fire($1::jsonb)::text", 1, false},

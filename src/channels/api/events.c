@@ -109,6 +109,47 @@ static void post_cb(void *arg, const struct store_reply *rep)
 	json_decref(res);
 }
 
+/* One item of a group-committed POST /v1/events (no Idempotency-Key): its own answer
+ * {ok, result} or {ok:false, sqlstate, message, field}. */
+static void batch_cb(void *arg, const struct store_reply *rep)
+{
+	struct api_req *r = arg;
+	if (rep->status != STORE_OK) {
+		api_reply_store_error(r, rep);
+		return;
+	}
+	json_t *item = rep->value ? json_loads(rep->value, 0, NULL) : NULL;
+	json_t *res = json_object_get(item, "result");
+	if (!json_is_true(json_object_get(item, "ok")) || !json_is_object(res)) {
+		const char *state = json_string_value(json_object_get(item, "sqlstate"));
+		const char *msg = json_string_value(json_object_get(item, "message"));
+		const char *field = json_string_value(json_object_get(item, "field"));
+		if (state && strncmp(state, "22", 2) == 0)
+			api_reply_error(r, 400, "invalid", msg, field);
+		else if (state && strcmp(state, "23505") == 0)
+			api_reply_error(r, 409, "conflict", msg, field);
+		else if (state && strcmp(state, "P0002") == 0)
+			api_reply_error(r, 404, "not_found", msg, field);
+		else {
+			log_error("api_events_failed", "sqlstate=%s", state ? state : "-");
+			api_reply_error(r, 500, "internal", "internal error (logged)", NULL);
+		}
+		json_decref(item);
+		return;
+	}
+	struct app *app = r->app;
+	bool created = json_is_true(json_object_get(res, "created"));
+	log_debug("api_post", "op=events status=%d conversation=%lld", created ? 201 : 200,
+		  (long long)json_integer_value(json_object_get(res, "conversation")));
+	api_reply_json(r, created ? 201 : 200,
+		       json_pack("{s:O, s:O, s:O}", "conversation",
+				 json_object_get(res, "conversation"), "message",
+				 json_object_get(res, "message"), "customer",
+				 json_object_get(res, "customer"))); /* frees R */
+	after_event(app, res);
+	json_decref(item);
+}
+
 static void handle_post(struct api_req *r)
 {
 	enum events_op op = op_of(r);
@@ -141,6 +182,14 @@ static void handle_post(struct api_req *r)
 		: api_read_object(r);
 	if (!body)
 		return;
+	if (op == OP_EVENTS && !key) {
+		/* the common case: group-committed with other requests */
+		const char *dq = r->app->cfg->routing_default_queue;
+		json_object_set_new(body, "default_queue", json_string(dq));
+		if (store_batch_add(r->app->store, STORE_Q_API_EVENTS, body, batch_cb, r) < 0)
+			api_reply_unavailable(r);
+		return;
+	}
 	char path[96];
 	if (op == OP_MERGE || op == OP_UNMERGE)
 		snprintf(path, sizeof(path), "/v1/customers/%lld/%s", customer, r->segs[3]);
