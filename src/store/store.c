@@ -218,20 +218,84 @@ static void notify_state(struct store *s)
 		s->state_cb(s->state_arg, s->up > 0);
 }
 
+static bool json_space(char ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+}
+
+/* Splits TEXT, a JSON array as PostgreSQL prints it, into its top-level elements without
+ * parsing them: element i is TEXT[START[i] .. START[i] + LEN[i]). Only strings and nesting are
+ * followed; each element is parsed by the caller it goes to. Returns false unless TEXT is an
+ * array of exactly N elements. */
+static bool split_array(const char *text, int n, size_t *start, size_t *len)
+{
+	const char *p = text;
+	while (json_space(*p))
+		p++;
+	if (*p++ != '[')
+		return false;
+	int count = 0, depth = 0;
+	const char *el = NULL;
+	for (;; p++) {
+		char ch = *p;
+		if (ch == '\0')
+			return false;
+		if (json_space(ch))
+			continue;
+		if (depth == 0 && (ch == ',' || ch == ']')) {
+			if (el) {
+				if (count == n)
+					return false;
+				const char *e = p;
+				while (json_space(e[-1]))
+					e--;
+				start[count] = (size_t)(el - text);
+				len[count] = (size_t)(e - el);
+				count++;
+				el = NULL;
+			} else if (ch == ',' || count > 0) {
+				return false; /* an empty element */
+			}
+			if (ch == ']')
+				break;
+			continue;
+		}
+		if (!el)
+			el = p;
+		if (ch == '"') {
+			for (p++; *p != '"'; p++) {
+				if (*p == '\0')
+					return false;
+				if (*p == '\\' && p[1] != '\0')
+					p++;
+			}
+		} else if (ch == '[' || ch == '{') {
+			depth++;
+		} else if (ch == ']' || ch == '}') {
+			if (--depth < 0)
+				return false;
+		}
+	}
+	for (p++; json_space(*p); p++)
+		;
+	return *p == '\0' && count == n;
+}
+
 /* Hands each item of a batch its own result. A batch that failed as a whole is tried again
- * item by item, so that one bad item cannot fail the others. */
+ * item by item, so that one bad item cannot fail the others. The answer array is only split
+ * here, not parsed: each item's callback parses its own element. */
 static void finish_batch(struct store *s, struct store_req *r, const struct store_reply *rep)
 {
-	json_t *arr = NULL;
-	if (rep->status == STORE_OK && rep->value)
-		arr = json_loads(rep->value, 0, NULL);
-	if (rep->status == STORE_OK &&
-	    (!json_is_array(arr) || json_array_size(arr) != (size_t)r->nitems)) {
+	size_t *start = NULL, *len = NULL;
+	bool split = false;
+	if (rep->status == STORE_OK && rep->value) {
+		start = malloc(sizeof(*start) * (size_t)r->nitems);
+		len = malloc(sizeof(*len) * (size_t)r->nitems);
+		split = start && len && split_array(rep->value, r->nitems, start, len);
+	}
+	if (rep->status == STORE_OK && !split)
 		log_error("store_batch_mismatch", "query=%s items=%d", queries[r->q].name,
 			  r->nitems);
-		json_decref(arr);
-		arr = NULL;
-	}
 	if (rep->status != STORE_OK && rep->status != STORE_UNAVAILABLE && r->nitems > 1 &&
 	    s->up > 0) {
 		log_warn("store_batch_retry_alone", "query=%s items=%d", queries[r->q].name,
@@ -243,26 +307,31 @@ static void finish_batch(struct store *s, struct store_req *r, const struct stor
 			enqueue_req(s, batch_req(r->q, one, 1), true);
 		}
 		schedule_dispatch(s);
+		free(start);
+		free(len);
 		return;
 	}
 	for (int i = 0; i < r->nitems; i++) {
 		struct store_reply one = *rep;
 		char *text = NULL;
 		if (rep->status == STORE_OK) {
-			if (arr) {
-				text = json_dumps(json_array_get(arr, (size_t)i),
-						  JSON_COMPACT | JSON_ENCODE_ANY);
-				one.value = text;
-			} else {
-				one.status = STORE_ERROR;
-				one.value = NULL;
+			if (split) {
+				text = malloc(len[i] + 1);
+				if (text) {
+					memcpy(text, rep->value + start[i], len[i]);
+					text[len[i]] = '\0';
+				}
 			}
+			one.value = text;
+			if (!text)
+				one.status = STORE_ERROR;
 		}
 		if (r->items[i].cb)
 			r->items[i].cb(r->items[i].arg, &one);
 		free(text);
 	}
-	json_decref(arr);
+	free(start);
+	free(len);
 }
 
 static void finish(struct store *s, struct store_req *r, struct store_reply *rep)
