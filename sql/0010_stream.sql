@@ -9,7 +9,13 @@
 --   agent.status                  every agent_status_log insert {agent, status, at}
 --   message.out                   messages with direction 'out' (agent or API replies)
 --                                 {conversation, message, channel, customer, external_ref,
---                                 author:{kind, agent}, body, created_at}
+--                                 to:{name, external_id, phone, email} (the customer's newest
+--                                 identity of each kind, verified first; null when none),
+--                                 in_reply_to:{message, external_id} (the conversation's
+--                                 latest inbound message, or null),
+--                                 author:{kind, agent, name}, body, created_at}
+--                                 what an integrator needs to deliver a reply on a channel
+--                                 it serves (sms, whatsapp, social, web, api)
 -- Not logged: inbound customer messages (their cost on the chat group commit was 10-13 %,
 -- see cd_events_log_messages) and internal notes.  All triggers are statement
 -- level with transition tables: a group commit of 100 chat messages costs one trigger
@@ -75,11 +81,32 @@ BEGIN
            jsonb_build_object('conversation', n.conversation_id, 'message', n.id,
                               'channel', n.channel, 'customer', c.customer_id,
                               'external_ref', c.external_ref,
+                              'to', jsonb_build_object(
+                                  'name', cu.name,
+                                  'external_id', (SELECT i.value FROM customer_identities i
+                                                   WHERE i.customer_id = c.customer_id
+                                                     AND i.kind = 'external'
+                                                   ORDER BY i.verified DESC, i.id DESC LIMIT 1),
+                                  'phone', (SELECT i.value FROM customer_identities i
+                                             WHERE i.customer_id = c.customer_id AND i.kind = 'phone'
+                                             ORDER BY i.verified DESC, i.id DESC LIMIT 1),
+                                  'email', (SELECT i.value FROM customer_identities i
+                                             WHERE i.customer_id = c.customer_id AND i.kind = 'email'
+                                             ORDER BY i.verified DESC, i.id DESC LIMIT 1)),
+                              'in_reply_to', (SELECT jsonb_build_object('message', m.id,
+                                                                        'external_id', m.external_id)
+                                                FROM messages m
+                                               WHERE m.conversation_id = n.conversation_id
+                                                 AND m.direction = 'in' AND m.id < n.id
+                                               ORDER BY m.id DESC LIMIT 1),
                               'author', jsonb_build_object('kind', n.author_kind,
-                                                           'agent', n.author_agent_id),
+                                                           'agent', n.author_agent_id,
+                                                           'name', a.name),
                               'body', n.body, 'created_at', cd_ts(n.created_at))
       FROM cd_new_rows n
       JOIN conversations c ON c.id = n.conversation_id
+      JOIN customers cu ON cu.id = c.customer_id
+      LEFT JOIN agents a ON a.id = n.author_agent_id
      WHERE n.direction = 'out'
      ORDER BY n.id;
     RETURN NULL;
@@ -158,19 +185,30 @@ $$;
 
 -- cd_events_prune(p) -> {deleted}: deletes at most p.batch (1..100000, default 10000) of
 -- the oldest events logged more than p.older_than_s (>= 60, default 604800 = 7 days) ago.
--- The daemon calls it every hour, again while a call deleted a full batch.
+-- Events that a configured webhook URL has not acknowledged yet (id > its cursor) are kept
+-- until they are p.unacked_older_than_s (>= older_than_s, default 2592000 = 30 days) old, so
+-- that a receiver that is down for days still gets everything (at least once), while a URL
+-- that never answers cannot make the log grow without bound.  The daemon calls it every
+-- hour, again while a call deleted a full batch.
 CREATE FUNCTION cd_events_prune(p jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_age   bigint := coalesce((p ->> 'older_than_s')::bigint, 604800);
-    v_batch integer := coalesce((p ->> 'batch')::integer, 10000);
-    v_n     integer;
+    v_age     bigint := coalesce((p ->> 'older_than_s')::bigint, 604800);
+    v_unacked bigint := coalesce((p ->> 'unacked_older_than_s')::bigint, 2592000);
+    v_batch   integer := coalesce((p ->> 'batch')::integer, 10000);
+    v_acked   bigint := coalesce((SELECT min(w.last_id) FROM webhook_cursors w),
+                                 9223372036854775807);
+    v_n       integer;
 BEGIN
     IF v_age < 60 THEN PERFORM cd_invalid('older_than_s', 'must be >= 60'); END IF;
+    IF v_unacked < v_age THEN
+        PERFORM cd_invalid('unacked_older_than_s', 'must be >= older_than_s');
+    END IF;
     IF v_batch NOT BETWEEN 1 AND 100000 THEN PERFORM cd_invalid('batch', 'must be 1..100000'); END IF;
     DELETE FROM events_log
      WHERE id IN (SELECT e.id FROM events_log e
                    WHERE e.at < now() - make_interval(secs => v_age)
+                     AND (e.id <= v_acked OR e.at < now() - make_interval(secs => v_unacked))
                    ORDER BY e.at LIMIT v_batch);
     GET DIAGNOSTICS v_n = ROW_COUNT;
     RETURN jsonb_build_object('deleted', v_n);
