@@ -13,7 +13,11 @@ struct app;
 struct config;
 struct webhooks;
 
-/* Returns NULL (after logging) only when libcurl cannot be set up. */
+/* Returns NULL (after logging) only when libcurl cannot be set up. Registers the outbound
+ * implementation of the API channels (sms, whatsapp, social, web, api) in app->outbound:
+ * an agent reply there is handed to the webhook outbox (its message.out event, logged by
+ * the same transaction as the message; with no URL configured it is only on the stream,
+ * said once with outbound_no_webhooks). app->outbound must outlive the instance. */
 struct webhooks *webhooks_new(struct app *app);
 /* Aborts transfers (sent again after a restart: at least once); store calls in flight must
  * have been answered (store_free) first. */
@@ -39,7 +43,8 @@ unsigned webhooks_in_flight(const struct webhooks *w);
 struct webhooks_stats {
 	unsigned urls;
 	unsigned long long delivered, failed_attempts;
-	unsigned backlog_failing; /* URLs currently in a failure streak */
+	unsigned long long replies; /* agent replies on API channels handed to the outbox */
+	unsigned backlog_failing;   /* URLs currently in a failure streak */
 };
 void webhooks_get_stats(const struct webhooks *w, struct webhooks_stats *st);
 

@@ -6,6 +6,7 @@
 #include "contactd/app.h"
 #include "contactd/config.h"
 #include "contactd/log.h"
+#include "contactd/outbound.h"
 #include "contactd/store.h"
 
 #include <curl/curl.h>
@@ -82,9 +83,14 @@ struct webhooks {
 	int nurls;
 	char *secret;
 	bool ready, starting, draining;
+	bool warned_no_urls; /* outbound_no_webhooks logged (once while no URL is set) */
 	unsigned acks_in_flight, posts_in_flight;
-	unsigned long long delivered, failed_attempts;
+	unsigned long long delivered, failed_attempts, replies;
 };
+
+/* The channels whose conversations are opened by POST /v1/events: the integrator delivers
+ * agent replies on them, from the message.out events of the log (sql/0010_stream.sql). */
+static const char *const api_channels[] = {"sms", "whatsapp", "social", "web", "api"};
 
 struct webhooks_reload {
 	char *urls[WH_MAX_URLS];
@@ -612,6 +618,8 @@ void webhooks_reload_commit(struct webhooks *w, struct webhooks_reload *rl)
 		free(w->urls[i]);
 	memcpy(w->urls, rl->urls, sizeof(w->urls));
 	w->nurls = rl->nurls;
+	if (w->nurls > 0)
+		w->warned_no_urls = false; /* a later removal of every URL is said again */
 	free(w->secret);
 	w->secret = rl->secret;
 	free(rl);
@@ -627,6 +635,32 @@ void webhooks_reload_commit(struct webhooks *w, struct webhooks_reload *rl)
 	}
 	if (w->ready)
 		start(w); /* new URLs get a cursor at the head; removed ones lose theirs */
+}
+
+/* ---- outbound: replies on API channels --------------------------------------------------- */
+
+/* outbound_fn for the API channels. The reply is already durable: the transaction that
+ * stored it also logged its message.out event (the webhook outbox), so handing it over
+ * only records that; delivery to every URL follows from the log, at least once. With no
+ * URL configured the reply stays stored and visible on GET /v1/stream: said once. */
+static int api_outbound(void *arg, const struct outbound_msg *m)
+{
+	struct webhooks *w = arg;
+	w->replies++;
+	if (w->nurls == 0) {
+		if (!w->warned_no_urls)
+			log_warn("outbound_no_webhooks",
+				 "channel=%s conversation=%lld message=%lld "
+				 "hint=\"stored and on GET /v1/stream; set webhooks.urls to have "
+				 "replies POSTed\"",
+				 m->channel, (long long)m->conversation, (long long)m->message);
+		w->warned_no_urls = true;
+		return 0;
+	}
+	log_info("outbound_queued",
+		 "channel=%s conversation=%lld message=%lld via=webhooks urls=%d", m->channel,
+		 (long long)m->conversation, (long long)m->message, w->nurls);
+	return 0;
 }
 
 /* ---- life ---------------------------------------------------------------------------- */
@@ -657,6 +691,14 @@ struct webhooks *webhooks_new(struct app *app)
 	curl_multi_setopt(w->multi, CURLMOPT_TIMERDATA, w);
 	w->nurls = parse_urls(app->cfg->webhooks_urls, w->urls);
 	w->secret = strdup(app->cfg->webhooks_secret);
+	if (!w->secret) {
+		webhooks_free(&w);
+		return NULL;
+	}
+	for (size_t i = 0; i < sizeof(api_channels) / sizeof(api_channels[0]); i++)
+		if (app->outbound &&
+		    outbound_register(app->outbound, api_channels[i], api_outbound, w) < 0)
+			log_warn("outbound_register_failed", "channel=%s", api_channels[i]);
 	return w;
 }
 
@@ -718,4 +760,5 @@ void webhooks_get_stats(const struct webhooks *w, struct webhooks_stats *st)
 	}
 	st->delivered = w->delivered;
 	st->failed_attempts = w->failed_attempts;
+	st->replies = w->replies;
 }

@@ -152,8 +152,12 @@ void metrics_render(const struct app *app, struct evbuffer *out)
 	    "# HELP contactd_webhook_failures_total Webhook POST attempts that "
 	    "failed (retried).\n"
 	    "# TYPE contactd_webhook_failures_total counter\n"
-	    "contactd_webhook_failures_total %llu\n",
-	    whs.urls, whs.backlog_failing, whs.delivered, whs.failed_attempts);
+	    "contactd_webhook_failures_total %llu\n"
+	    "# HELP contactd_webhook_replies_total Agent replies on API channels handed to the "
+	    "webhook outbox.\n"
+	    "# TYPE contactd_webhook_replies_total counter\n"
+	    "contactd_webhook_replies_total %llu\n",
+	    whs.urls, whs.backlog_failing, whs.delivered, whs.failed_attempts, whs.replies);
 
 	struct store_stats st;
 	store_get_stats(app->store, &st);

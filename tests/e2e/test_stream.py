@@ -219,6 +219,32 @@ class Stream(DaemonTest):
         self.assertEqual((e["event"], e["data"]["data"]["status"]), ("agent.status", "away"))
         self.assertGreater(e["id"], missed[-1][0])
 
+    def test_api_channel_reply_without_webhooks_is_on_the_stream(self):
+        # no webhooks.urls: replies on an sms conversation are stored, on the stream, and
+        # the missing URL is said once (never outbound_unserved)
+        status, ev, _ = self.d.request("POST", "/v1/events", {
+            "channel": "sms", "from": {"phone": "+34600000002"}, "body": "hi",
+            "external_id": "in-1", "queue": "billing"}, token=self.token)
+        self.assertEqual(status, 201, ev)
+        conv = ev["conversation"]
+        s = self.sse(token=self.reader, query="?after=0")
+        ids = []
+        for body in ("first reply", "second reply"):
+            status, r, _ = self.d.request("POST", "/v1/conversations/%d/messages" % conv,
+                                          {"body": body}, token=self.token)
+            self.assertEqual(status, 201, r)
+            ids.append(r["message"]["id"])
+        got = s.events_until(lambda e: e["event"] == "message.out" and
+                             e["data"]["data"]["message"] == ids[1])
+        outs = [e["data"]["data"] for e in got if e["event"] == "message.out"]
+        self.assertEqual([(o["message"], o["body"], o["channel"], o["to"]["phone"])
+                          for o in outs],
+                         [(ids[0], "first reply", "sms", "+34600000002"),
+                          (ids[1], "second reply", "sms", "+34600000002")])
+        log = self.d.log()
+        self.assertEqual(log.count("event=outbound_no_webhooks"), 1, log)
+        self.assertNotIn("outbound_unserved", log)
+
     def test_no_last_event_id_starts_at_the_end(self):
         self.agent("bob")  # an agent.status before the stream opens
         before = self.log_ids()

@@ -21,8 +21,11 @@ SECRET = "webhook-test-secret"
 class Receiver:
     """An HTTP server that records POSTs; the first `fail` of them are answered 500."""
 
-    def __init__(self, fail=0, secret=SECRET, port=0):
+    def __init__(self, fail=0, secret=SECRET, port=0, hold=False):
         self.posts = []          # every attempt: (event id header, body dict, status sent)
+        # hold: the first POST is recorded but not answered until `release` is set
+        self.hold = hold
+        self.release = threading.Event()
         self.delivered = []      # bodies answered 200, in order
         self.bad_signatures = []
         self.fail = fail
@@ -38,6 +41,15 @@ class Receiver:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                if rec.hold:
+                    rec.hold = False
+                    with rec.lock:
+                        rec.posts.append((self.headers.get("X-Contactd-Event-Id"),
+                                          json.loads(body), None,
+                                          self.headers.get("Content-Type"), time.time()))
+                    rec.release.wait(30)
+                    self.close_connection = True
+                    return
                 sig = self.headers.get("X-Contactd-Signature", "")
                 want = "sha256=" + hmac.new(rec.secret, body, hashlib.sha256).hexdigest()
                 with rec.lock:
@@ -216,6 +228,93 @@ class Webhooks(DaemonTest):
         self.assertEqual(got[:3], first)
         ids = [e["id"] for e in got]
         self.assertEqual(ids, sorted(set(ids)))
+
+    def test_at_least_once_across_a_crash(self):
+        # the receiver has the POST but the daemon dies before the 2xx: sent again
+        rec = self.receiver(hold=True)
+        d = self.start(rec.url)
+        self.emit(1, "test.crash")
+        deadline = time.time() + 10
+        while not rec.posts:
+            self.assertLess(time.time(), deadline, "no POST")
+            time.sleep(0.05)
+        held = rec.posts[0][1]["id"]
+        d.kill(signal.SIGKILL)
+        d.proc.wait(10)
+        rec.release.set()
+        self.emit(1, "test.after")
+        d.start()
+        got = rec.wait(2)
+        self.assertEqual([(e["id"], e["kind"]) for e in got][:1], [(held, "test.crash")])
+        self.assertEqual(got[1]["kind"], "test.after")
+        self.assertEqual([p[1]["id"] for p in rec.posts].count(held), 2)
+        self.check_signed(rec)
+        deadline = time.time() + 5
+        while self.db("SELECT last_id FROM webhook_cursors") != str(got[1]["id"]):
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.05)
+
+    def test_sms_reply_reaches_receiver(self):
+        rec = self.receiver()
+        port = free_port()
+        self.d = self.daemon(listen={"client": "127.0.0.1:%d" % port},
+                             extra={"webhooks.urls": rec.url,
+                                    "webhooks.secret": SECRET}).start()
+        self.d.wait_log(r"event=webhook_started")
+        token = self.d.admin_token()
+        for path, body in (("/v1/skills", {"name": "billing"}),
+                           ("/v1/queues", {"name": "billing", "skills": {"billing": 1}}),
+                           ("/v1/agents", {"login": "alice", "name": "Alice",
+                                           "password": "alice-password",
+                                           "skills": {"billing": 3}})):
+            self.assertEqual(self.d.request("POST", path, body, token=token)[0], 201)
+        a = Ndjson(port)
+        self.clients.append(a)
+        a.request({"type": "hello", "role": "agent", "login": "alice",
+                   "password": "alice-password"})
+        a.request({"type": "presence", "status": "available"})
+        status, ev, _ = self.d.request("POST", "/v1/events", {
+            "channel": "sms", "from": {"phone": "+34600000001", "name": "Ana"},
+            "body": "where is my parcel?", "external_id": "sms-in-1", "queue": "billing"},
+            token=token)
+        self.assertEqual(status, 201, ev)
+        conv = ev["conversation"]
+        offer = a.event("offer")
+        self.assertEqual(offer["channel"], "sms")
+        a.request({"type": "accept", "offer": offer["offer"]})
+        a.event("assigned")
+        r = a.request({"type": "message", "conversation": conv, "body": "On its way!"})
+        self.assertEqual(r["type"], "ok", r)
+        # and one through the HTTP API (author: system)
+        status, api, _ = self.d.request("POST", "/v1/conversations/%d/messages" % conv,
+                                        {"body": "Tracking: X1"}, token=token)
+        self.assertEqual(status, 201, api)
+        deadline = time.time() + 20
+        while sum(e["kind"] == "message.out" for e in rec.delivered) < 2:
+            self.assertLess(time.time(), deadline, rec.delivered)
+            time.sleep(0.05)
+        self.check_signed(rec)
+        outs = [e["data"] for e in rec.delivered if e["kind"] == "message.out"]
+        first, second = outs
+        self.assertEqual((first["conversation"], first["message"], first["channel"],
+                          first["body"]), (conv, r["message"], "sms", "On its way!"))
+        self.assertEqual(first["to"], {"name": "Ana", "phone": "+34600000001",
+                                       "email": None, "external_id": None})
+        self.assertEqual(first["in_reply_to"], {"message": ev["message"],
+                                                "external_id": "sms-in-1"})
+        self.assertEqual((first["author"]["kind"], first["author"]["name"]), ("agent", "Alice"))
+        self.assertEqual(first["customer"], ev["customer"])
+        self.assertEqual((second["body"], second["author"]["kind"], second["to"]["phone"]),
+                         ("Tracking: X1", "system", "+34600000001"))
+        log = self.d.log()
+        self.assertRegex(log, r"event=outbound_queued channel=sms conversation=%d message=%d "
+                         r"via=webhooks" % (conv, r["message"]))
+        self.assertNotIn("outbound_unserved", log)
+        for line in log.splitlines():  # no message bodies above debug
+            if "On its way!" in line:
+                self.assertIn("level=debug", line)
+        _, metrics, _ = self.d.request("GET", "/metrics")
+        self.assertIn("contactd_webhook_replies_total 2", metrics)
 
     def test_reload_adds_and_removes_urls(self):
         r1 = self.receiver()
