@@ -24,12 +24,22 @@
 -- Ordering.  events_log.id comes from an identity sequence: allocation order, not commit
 -- order.  A reader that handed out id 11 while the transaction holding id 10 is still
 -- open would lose 10 for a client that resumes "after 11".  cd_stream_read therefore
--- never reads past a missing id (a gap) unless the first row after it was logged more than
--- 2 s ago (logged_at, the clock time of the insert): ids are allocated in real-time
--- order and every logging insert runs at the end of its statement, so a gap that old
--- belongs to a transaction that rolled back (or to a sequence jump after a crash) and is
--- skipped.  A transaction that stays open more than 2 s after logging an event may see its
--- event skipped by readers that were waiting on it; no writer of this schema does that.
+-- never reads past a missing id (a gap) while the transaction that took it may still
+-- commit.  It skips the gap before row R only when both hold:
+--   * R was logged more than 2 s ago (logged_at, the clock time of the insert, taken
+--     after R's id), and
+--   * no write transaction of this database that began before R was logged is still
+--     open (pg_stat_activity: backend_xid set, xact_start < R.logged_at).
+-- The transaction holding the missing id took it before R's id was taken, so it began
+-- before R was logged; and the triggers below log at the end of a statement that already
+-- wrote a row, so it has its xid by then.  The second test makes a slow commit (a WAL
+-- flush stall, a long transaction) wait instead of being skipped; the first covers the
+-- moment between a bare INSERT INTO events_log's id and its xid.  A gap whose next row is
+-- more than 60 s old is skipped regardless (a write transaction left open that long must
+-- not stop the stream); the reader reports it in stale_skips.  A gap skipped otherwise
+-- belonged to a transaction that rolled back (or to a sequence jump after a crash).
+-- The daemon's role sees its own sessions in pg_stat_activity; a reader under another role
+-- needs pg_read_all_stats for the second test to see writers of other roles.
 
 ALTER TABLE events_log ADD COLUMN logged_at timestamptz NOT NULL DEFAULT clock_timestamp();
 
@@ -128,13 +138,14 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- cd_stream_read(p_after, p_limit, p_max_bytes) -> {events:[{id, kind, at, data}], last,
---                                                  skipped, more}
+--                                                  skipped, stale_skips, more}
 --   events   at most p_limit (1..1000) events with id > p_after, in id order, and no more
 --            than about p_max_bytes (1024..16777216) of data (at least one event), stopping
---            before a gap younger than 2 s (see the top of this file)
+--            before a gap whose transaction may still commit (see the top of this file)
 --   last     the id to read after next time: the last event's id, or past skipped gaps
 --            (p_after when nothing was read)
 --   skipped  how many missing ids were treated as rolled back (or pruned)
+--   stale_skips  how many gaps were skipped only because they were over 60 s old
 --   more     a limit stopped the read: more events may be ready now
 -- p_after < 0 is invalid (22023).
 CREATE FUNCTION cd_stream_read(p_after bigint, p_limit integer, p_max_bytes integer) RETURNS jsonb
@@ -148,6 +159,10 @@ DECLARE
     v_n       integer := 0;
     v_more    boolean := false;
     v_fresh   timestamptz := clock_timestamp() - interval '2 seconds';
+    v_stale   timestamptz := clock_timestamp() - interval '60 seconds';
+    v_writer  timestamptz;             -- start of the oldest open write transaction
+    v_looked  boolean := false;
+    v_stale_n bigint := 0;
     v_events  jsonb;
 BEGIN
     IF p_after IS NULL OR p_after < 0 THEN
@@ -159,13 +174,27 @@ BEGIN
     IF p_max_bytes IS NULL OR p_max_bytes NOT BETWEEN 1024 AND 16777216 THEN
         PERFORM cd_invalid('max_bytes', 'must be 1024..16777216');
     END IF;
-    FOR r IN SELECT e.id, e.logged_at, octet_length(e.data::text) + length(e.kind) AS bytes
+    FOR r IN SELECT e.id, e.logged_at,
+                    octet_length(e.data::text) + length(e.kind) AS bytes
                FROM events_log e WHERE e.id > p_after ORDER BY e.id LIMIT p_limit LOOP
-        -- a gap: may still commit (wait for it) unless it is old
-        EXIT WHEN r.id > v_next AND r.logged_at > v_fresh;
+        IF r.id > v_next THEN
+            -- a gap: its transaction may still commit (wait for it) unless it is over
+            EXIT WHEN r.logged_at > v_fresh;
+            IF NOT v_looked THEN
+                SELECT min(a.xact_start) INTO v_writer
+                  FROM pg_stat_activity a
+                 WHERE a.datname = current_database() AND a.backend_xid IS NOT NULL
+                   AND a.pid <> pg_backend_pid();
+                v_looked := true;
+            END IF;
+            EXIT WHEN v_writer < r.logged_at AND r.logged_at > v_stale;
+        END IF;
         IF v_n > 0 AND v_bytes + r.bytes > p_max_bytes THEN
             v_more := true;
             EXIT;
+        END IF;
+        IF r.id > v_next AND v_writer < r.logged_at THEN
+            v_stale_n := v_stale_n + 1;
         END IF;
         v_skipped := v_skipped + (r.id - v_next);
         v_bytes := v_bytes + r.bytes;
@@ -179,7 +208,7 @@ BEGIN
       INTO v_events
       FROM events_log e WHERE e.id > p_after AND e.id <= v_cut;
     RETURN jsonb_build_object('events', v_events, 'last', v_cut, 'skipped', v_skipped,
-                              'more', v_more);
+                              'stale_skips', v_stale_n, 'more', v_more);
 END
 $$;
 

@@ -259,11 +259,12 @@ class Stream(DaemonTest):
     def test_in_flight_transaction_and_rollback(self):
         s = self.sse(token=self.reader, query="?after=0")
         conninfo = self.d.conninfo
-        # a transaction that takes an id first and commits 1 s later ...
+        # a transaction that takes an id first and commits 3.5 s later (longer than the
+        # 2 s after which a gap of a finished transaction is skipped) ...
         slow = subprocess.Popen(
             ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", conninfo, "-c",
              "BEGIN; INSERT INTO events_log (kind) VALUES ('test.slow'); "
-             "SELECT pg_sleep(1); COMMIT;"], stdout=subprocess.DEVNULL)
+             "SELECT pg_sleep(3.5); COMMIT;"], stdout=subprocess.DEVNULL)
         time.sleep(0.3)
         # ... while a later id commits at once: the stream must wait for the first
         self.db("INSERT INTO events_log (kind) VALUES ('test.fast')")

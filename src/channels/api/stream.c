@@ -326,6 +326,11 @@ static void read_cb(void *arg, const struct store_reply *rep)
 	int64_t skipped = json_integer_value(json_object_get(res, "skipped"));
 	if (skipped > 0)
 		log_info("stream_gap_skipped", "after=%" PRId64 " ids=%" PRId64, s->head, skipped);
+	if (json_integer_value(json_object_get(res, "stale_skips")) > 0)
+		log_warn("stream_gap_stale",
+			 "after=%" PRId64 " reason=\"a transaction open over 60 s "
+			 "kept a gap; skipped\"",
+			 s->head);
 	if (s->head_valid) {
 		/* render each event once, then hand the bytes to every live client */
 		size_t i;
