@@ -84,6 +84,8 @@ struct webhooks {
 	char *secret;
 	bool ready, starting, draining;
 	bool warned_no_urls; /* outbound_no_webhooks logged (once while no URL is set) */
+	bool had_urls;	     /* some URL was configured since start: cd_webhook_start owns
+			      * the cursors (removing every URL deletes them) */
 	unsigned acks_in_flight, posts_in_flight;
 	unsigned long long delivered, failed_attempts, replies;
 };
@@ -473,6 +475,13 @@ static void read_cb(void *arg, const struct store_reply *rep)
 	}
 	json_t *events = json_object_get(res, "events");
 	int64_t last = json_integer_value(json_object_get(res, "last"));
+	if (json_integer_value(json_object_get(res, "stale_skips")) > 0) {
+		char q[300];
+		log_warn("webhook_gap_stale",
+			 "url=%s after=%" PRId64
+			 " reason=\"a transaction open over 60 s kept a gap; skipped\"",
+			 log_quote(q, sizeof(q), t->url), t->read_pos);
+	}
 	if (last > t->read_pos)
 		t->read_pos = last;
 	json_decref(t->page);
@@ -567,6 +576,11 @@ static void start(struct webhooks *w)
 {
 	if (w->starting || w->draining)
 		return;
+	/* a process that never had a URL leaves webhook_cursors alone: another node sharing
+	 * the database may be the one that delivers */
+	if (w->nurls == 0 && !w->had_urls)
+		return;
+	w->had_urls = w->had_urls || w->nurls > 0;
 	json_t *urls = json_array();
 	for (int i = 0; i < w->nurls; i++)
 		json_array_append_new(urls, json_string(w->urls[i]));
