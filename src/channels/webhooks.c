@@ -134,6 +134,29 @@ static int parse_urls(const char *list, char **urls)
 	return n;
 }
 
+/* URL as a quoted log value, without what may be a credential: user:password@ becomes
+ * ***@ and a query string ?*** (the host and path still tell URLs apart). */
+static const char *log_url(char *buf, unsigned n, const char *url)
+{
+	char tmp[WH_MAX_URL_LEN + 16];
+	const char *p = strstr(url, "://");
+	size_t start = p ? (size_t)(p - url) + 3 : 0;
+	size_t auth_end = start + strcspn(url + start, "/?#");
+	const char *at = memchr(url + start, '@', auth_end - start);
+	size_t len = 0;
+	if (at) {
+		len = (size_t)snprintf(tmp, sizeof(tmp), "%.*s***%s", (int)start, url, at);
+	} else {
+		len = (size_t)snprintf(tmp, sizeof(tmp), "%s", url);
+	}
+	if (len >= sizeof(tmp))
+		len = sizeof(tmp) - 1;
+	char *q = memchr(tmp, '?', len);
+	if (q)
+		snprintf(q, sizeof(tmp) - (size_t)(q - tmp), "?***");
+	return log_quote(buf, n, tmp);
+}
+
 static bool url_configured(const struct webhooks *w, const char *url)
 {
 	for (int i = 0; i < w->nurls; i++)
@@ -300,7 +323,7 @@ static void attempt_failed(struct target *t, long status, const char *error)
 	char q[300];
 	log_warn("webhook_failed",
 		 "url=%s event=%" PRId64 " status=%ld attempt=%d retry_in_ms=%ld%s%s",
-		 log_quote(q, sizeof(q), t->url), id, status, t->attempts, delay,
+		 log_url(q, sizeof(q), t->url), id, status, t->attempts, delay,
 		 error ? " error=" : "", error ? error : "");
 	json_t *p =
 	    json_pack("{s:s, s:i, s:I, s:i, s:s?}", "url", t->url, "attempts", t->attempts,
@@ -446,7 +469,7 @@ static void send_event(struct target *t)
 	if (log_enabled(LOG_LEVEL_DEBUG)) {
 		char q[300];
 		log_debug("webhook_post", "url=%s event=%" PRId64 " attempt=%d bytes=%zu",
-			  log_quote(q, sizeof(q), t->url), id, t->attempts + 1, strlen(t->body));
+			  log_url(q, sizeof(q), t->url), id, t->attempts + 1, strlen(t->body));
 	}
 	t->state = T_SENDING;
 	w->posts_in_flight++;
@@ -480,7 +503,7 @@ static void read_cb(void *arg, const struct store_reply *rep)
 		log_warn("webhook_gap_stale",
 			 "url=%s after=%" PRId64
 			 " reason=\"a transaction open over 60 s kept a gap; skipped\"",
-			 log_quote(q, sizeof(q), t->url), t->read_pos);
+			 log_url(q, sizeof(q), t->url), t->read_pos);
 	}
 	if (last > t->read_pos)
 		t->read_pos = last;
@@ -566,7 +589,7 @@ static void start_cb(void *arg, const struct store_reply *rep)
 		TAILQ_INSERT_TAIL(&w->targets, t, link);
 		char q[300];
 		log_info("webhook_started", "url=%s after=%" PRId64 " attempts=%d",
-			 log_quote(q, sizeof(q), url), t->cursor, t->attempts);
+			 log_url(q, sizeof(q), url), t->cursor, t->attempts);
 		add_after_ms(t->timer, (long)json_integer_value(json_object_get(c, "retry_in_ms")));
 	}
 	json_decref(res);
@@ -643,7 +666,7 @@ void webhooks_reload_commit(struct webhooks *w, struct webhooks_reload *rl)
 		if (!url_configured(w, t->url)) {
 			char q[300];
 			log_info("webhook_stopped", "url=%s cursor=%" PRId64,
-				 log_quote(q, sizeof(q), t->url), t->cursor);
+				 log_url(q, sizeof(q), t->url), t->cursor);
 			target_remove(t);
 		}
 	}

@@ -316,6 +316,18 @@ class Webhooks(DaemonTest):
         _, metrics, _ = self.d.request("GET", "/metrics")
         self.assertIn("contactd_webhook_replies_total 2", metrics)
 
+    def test_credentials_in_url_not_logged(self):
+        rec = self.receiver(fail=1)
+        url = rec.url.replace("http://", "http://hook:s3cret-pw@") + "?key=tok3n-value"
+        self.d = self.daemon(extra={"webhooks.urls": url, "webhooks.secret": SECRET}).start()
+        self.d.wait_log(r"event=webhook_started url=\"?http://\*\*\*@127\.0\.0\.1:\d+/hook\?\*\*\*")
+        self.emit(1)
+        self.assertEqual(rec.wait(1)[0]["kind"], "test.ev")
+        log = self.d.log()
+        self.assertIn("event=webhook_failed", log)
+        for secret in ("s3cret-pw", "tok3n-value", SECRET):
+            self.assertNotIn(secret, log)
+
     def test_reload_adds_and_removes_urls(self):
         r1 = self.receiver()
         r2 = self.receiver()
