@@ -291,6 +291,41 @@ class Stream(DaemonTest):
         self.assertEqual(e["id"], b["id"] + 2)
         self.assertLess(time.time() - t0, 6)
 
+    def test_read_bounds_and_prune(self):
+        # cd_stream_read: at most `limit` events and about `max_bytes` (at least one)
+        self.db("INSERT INTO events_log (kind, data) SELECT 'test.small', "
+                "jsonb_build_object('n', g) FROM generate_series(1, 5) g")
+        r = json.loads(self.db("SELECT cd_stream_read(0, 2, 1024)"))
+        self.assertEqual(([e["data"]["n"] for e in r["events"]], r["more"], r["skipped"]),
+                         ([1, 2], True, 0))
+        self.assertEqual(r["last"], r["events"][-1]["id"])
+        self.db("INSERT INTO events_log (kind, data) SELECT 'test.big', "
+                "jsonb_build_object('pad', repeat('x', 3000)) FROM generate_series(1, 3)")
+        r = json.loads(self.db("SELECT cd_stream_read(%d, 100, 1024)" % r["last"]))
+        self.assertEqual([e["kind"] for e in r["events"]], ["test.small"] * 3)
+        r = json.loads(self.db("SELECT cd_stream_read(%d, 100, 1024)" % r["last"]))
+        self.assertEqual(([e["kind"] for e in r["events"]], r["more"]), (["test.big"], True))
+        for args, field in (("-1, 10, 1024", "after"), ("0, 0, 1024", "limit"),
+                            ("0, 10, 10", "max_bytes")):
+            out = subprocess.run(["psql", "-X", "-At", self.d.conninfo, "-c",
+                                  "SELECT cd_stream_read(%s)" % args],
+                                 capture_output=True, text=True).stderr
+            self.assertIn("%s: must be" % field, out)
+        # pruning: 7 days, but an event a webhook URL has not acknowledged stays 30 days
+        self.db("DELETE FROM events_log")
+        self.db("INSERT INTO events_log (kind, at) SELECT 'test.old', now() - interval '10 days' "
+                "FROM generate_series(1, 4)")
+        self.db("INSERT INTO events_log (kind, at) VALUES ('test.ancient', "
+                "now() - interval '40 days'), ('test.new', now())")
+        first = int(self.db("SELECT min(id) FROM events_log"))
+        self.db("INSERT INTO webhook_cursors (url, last_id) VALUES ('http://x.invalid/', %d)"
+                % (first + 1))
+        self.assertEqual(json.loads(self.db("SELECT cd_events_prune('{}')")), {"deleted": 3})
+        left = self.db("SELECT string_agg(kind, ',' ORDER BY id) FROM events_log")
+        self.assertEqual(left, "test.old,test.old,test.new")
+        self.db("DELETE FROM webhook_cursors")
+        self.assertEqual(json.loads(self.db("SELECT cd_events_prune('{}')")), {"deleted": 2})
+
     def test_auth_and_bad_requests(self):
         s = self.sse()
         self.assertEqual((s.status, s.body()["error"]["code"]), (401, "unauthorized"))
