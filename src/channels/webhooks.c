@@ -140,12 +140,12 @@ static const char *log_url(char *buf, unsigned n, const char *url)
 {
 	char tmp[WH_MAX_URL_LEN + 16];
 	const char *p = strstr(url, "://");
-	size_t start = p ? (size_t)(p - url) + 3 : 0;
-	size_t auth_end = start + strcspn(url + start, "/?#");
-	const char *at = memchr(url + start, '@', auth_end - start);
+	size_t host = p ? (size_t)(p - url) + 3 : 0;
+	size_t auth_end = host + strcspn(url + host, "/?#");
+	const char *at = memchr(url + host, '@', auth_end - host);
 	size_t len = 0;
 	if (at) {
-		len = (size_t)snprintf(tmp, sizeof(tmp), "%.*s***%s", (int)start, url, at);
+		len = (size_t)snprintf(tmp, sizeof(tmp), "%.*s***%s", (int)host, url, at);
 	} else {
 		len = (size_t)snprintf(tmp, sizeof(tmp), "%s", url);
 	}
