@@ -82,7 +82,8 @@ void store_free(struct store **s);
 
 /* Queues query Q with text PARAMS (copied; NULL is SQL NULL). Returns 0 when accepted (CB
  * will be called exactly once, never from inside this call), or -1 when the store is
- * unavailable or its queue is full (CB is not called: answer "unavailable" at once). */
+ * unavailable or its queue is full (CB is not called: answer "unavailable" at once). S may
+ * be NULL (-1): a callback run by store_free() finds the app's store pointer cleared. */
 int store_call(struct store *s, enum store_query q, int nparams, const char *const *params,
 	       store_cb cb, void *arg);
 
@@ -98,7 +99,7 @@ int store_call_json(struct store *s, enum store_query q, struct json_t *p, store
 int store_batch_add(struct store *s, enum store_query q, struct json_t *payload, store_cb cb,
 		    void *arg);
 
-/* True while at least one connection is up. */
+/* True while at least one connection is up (false for NULL). */
 bool store_available(const struct store *s);
 /* The schema version last read from schema_migrations (-1 when unknown). */
 int store_schema_version(const struct store *s);
