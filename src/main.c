@@ -12,6 +12,8 @@
 #include "contactd/sla.h"
 #include "contactd/store.h"
 #include "contactd/store_cli.h"
+#include "contactd/stream.h"
+#include "contactd/webhooks.h"
 #include "contactd/worker.h"
 
 #include <event2/event.h>
@@ -90,6 +92,10 @@ static void set_status(struct daemon *d)
 		routing_store_ready(d->app.routing);
 	if (ready && d->app.sla)
 		sla_store_ready(d->app.sla);
+	if (ready) {
+		stream_store_ready(d->app.stream);
+		webhooks_store_ready(d->app.webhooks);
+	}
 	if (ready != d->was_ready) {
 		log_info(ready ? "ready" : "not_ready", "reason=\"%s\"", why);
 		d->was_ready = ready;
@@ -160,7 +166,8 @@ static void janitor_cb(evutil_socket_t fd, short what, void *arg)
 	if (!app->draining)
 		return;
 	unsigned pending = (app->http ? http_server_in_flight(app->http) : 0) +
-			   (app->chat ? chat_in_flight(app->chat) : 0);
+			   (app->chat ? chat_in_flight(app->chat) : 0) +
+			   webhooks_in_flight(app->webhooks);
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	bool timeout = now.tv_sec - d->drain_started.tv_sec >= DRAIN_MAX_S;
@@ -195,6 +202,8 @@ static void term_cb(evutil_socket_t sig, short what, void *arg)
 	if (d->app.chat)
 		chat_stop_accepting(d->app.chat);
 	phone_stop_accepting(d->app.phone);
+	stream_drain(d->app.stream);
+	webhooks_drain(d->app.webhooks);
 	janitor_cb(-1, 0, d);
 }
 
@@ -221,6 +230,7 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 	struct http_reload *hr = NULL;
 	struct chat_reload *cr = NULL;
 	struct phone_reload *pr = NULL;
+	struct webhooks_reload *wr = NULL;
 	if (app->http && !(hr = http_server_reload_prepare(app->http, next, &err)))
 		goto failed;
 	if (app->chat && !(cr = chat_reload_prepare(app->chat, next, &err))) {
@@ -235,12 +245,23 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 			http_server_reload_abort(app->http, hr);
 		goto failed;
 	}
+	if (app->webhooks && !(wr = webhooks_reload_prepare(app->webhooks, next, &err))) {
+		if (pr)
+			phone_reload_abort(app->phone, pr);
+		if (cr)
+			chat_reload_abort(app->chat, cr);
+		if (hr)
+			http_server_reload_abort(app->http, hr);
+		goto failed;
+	}
 	if (hr)
 		http_server_reload_commit(app->http, hr);
 	if (cr)
 		chat_reload_commit(app->chat, cr);
 	if (pr)
 		phone_reload_commit(app->phone, pr);
+	if (wr)
+		webhooks_reload_commit(app->webhooks, wr);
 	char changed[512];
 	if (config_restart_only_changes(app->cfg, next, changed, sizeof(changed)) > 0)
 		log_warn("reload_needs_restart", "keys=%s", changed);
@@ -343,11 +364,15 @@ static int run(struct config *cfg)
 	app->routing = routing_new(app, &notify);
 	struct sla_notify sla_notify = {chat_notify_agent, chat_notify_topic, app->chat};
 	app->sla = sla_new(app, &sla_notify);
+	app->stream = stream_new(app);
+	app->webhooks = webhooks_new(app);
 	app->phone = phone_new(app, &err);
 	if (!app->phone) {
 		char q[600];
 		log_error("start_failed", "error=%s", log_quote(q, sizeof(q), err));
 		free(err);
+		webhooks_free(&app->webhooks);
+		stream_free(&app->stream);
 		sla_free(&app->sla);
 		routing_free(&app->routing);
 		chat_free(&app->chat);
@@ -393,6 +418,8 @@ static int run(struct config *cfg)
 	ndjson_conn_free_all();
 	worker_pool_free(&app->workers);
 	store_free(&app->store);
+	webhooks_free(&app->webhooks);
+	stream_free(&app->stream);
 	http_server_free(&app->http);
 	phone_free(&app->phone);
 	sla_free(&app->sla);

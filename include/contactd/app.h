@@ -16,6 +16,8 @@ struct routing;
 struct sla;
 struct outbound;
 struct phone;
+struct stream;
+struct webhooks;
 
 struct app {
 	struct event_base *base;
@@ -28,6 +30,8 @@ struct app {
 	struct sla *sla;	   /* SLA timers */
 	struct outbound *outbound; /* agent messages to customers, per channel */
 	struct phone *phone;	   /* phone listeners and PBX sessions */
+	struct stream *stream;	   /* GET /v1/stream (SSE) and events_log pruning */
+	struct webhooks *webhooks; /* event POSTs to webhooks.urls */
 	time_t started_at;
 	bool draining;	      /* SIGTERM: stop accepting, finish in-flight work */
 	bool migrating;	      /* start-up migrations running on a worker */

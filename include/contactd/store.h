@@ -43,6 +43,12 @@ enum store_query {
 	STORE_Q_API_CONV_GET,	 /* (json) -> json: cd_api_conversation_get */
 	STORE_Q_API_CONV_ACTION, /* (json) -> json: cd_api_conversation_action */
 	STORE_Q_API_REALTIME,	 /* () -> json: cd_api_realtime */
+	STORE_Q_STREAM_HEAD,	 /* () -> bigint: cd_stream_head */
+	STORE_Q_STREAM_READ,	 /* (after, limit, max_bytes) -> json: cd_stream_read */
+	STORE_Q_EVENTS_PRUNE,	 /* (json) -> json: cd_events_prune */
+	STORE_Q_WEBHOOK_START,	 /* (json) -> json: cd_webhook_start */
+	STORE_Q_WEBHOOK_ACK,	 /* (json) -> json: cd_webhook_ack */
+	STORE_Q_WEBHOOK_FAILED,	 /* (json) -> json: cd_webhook_failed */
 	STORE_Q__COUNT
 };
 

@@ -324,6 +324,10 @@ static const char *check_listeners(const char *value, char *buf, size_t bufsz)
 
 static const char *check_url_item(const char *item, char *buf, size_t bufsz)
 {
+	if (strlen(item) > 2048) {
+		snprintf(buf, bufsz, "each URL must be at most 2048 characters");
+		return buf;
+	}
 	if ((strncmp(item, "http://", 7) == 0 && item[7]) ||
 	    (strncmp(item, "https://", 8) == 0 && item[8]))
 		return NULL;
@@ -333,6 +337,11 @@ static const char *check_url_item(const char *item, char *buf, size_t bufsz)
 
 static const char *check_urls(const char *value, char *buf, size_t bufsz)
 {
+	int n = 1;
+	for (const char *p = value; *p; p++)
+		n += *p == ',';
+	if (n > 64) /* webhooks.c delivers to at most 64 URLs */
+		return "lists more than 64 URLs";
 	return each_item(value, check_url_item, buf, bufsz);
 }
 

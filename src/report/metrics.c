@@ -7,6 +7,8 @@
 #include "contactd/routing.h"
 #include "contactd/sla.h"
 #include "contactd/store.h"
+#include "contactd/stream.h"
+#include "contactd/webhooks.h"
 
 #include <event2/buffer.h>
 #include <time.h>
@@ -114,6 +116,48 @@ void metrics_render(const struct app *app, struct evbuffer *out)
 			    "# TYPE contactd_sla_timers_armed gauge\n"
 			    "contactd_sla_timers_armed %d\n",
 			    ss.warnings, ss.breaches, ss.escalations, ss.armed);
+
+	struct stream_stats sts;
+	stream_get_stats(app->stream, &sts);
+	evbuffer_add_printf(
+	    out,
+	    "# HELP contactd_stream_clients Open GET /v1/stream connections.\n"
+	    "# TYPE contactd_stream_clients gauge\n"
+	    "contactd_stream_clients %u\n"
+	    "# HELP contactd_stream_events_sent_total Events written to SSE clients.\n"
+	    "# TYPE contactd_stream_events_sent_total counter\n"
+	    "contactd_stream_events_sent_total %llu\n"
+	    "# HELP contactd_stream_dropped_total SSE clients dropped for not "
+	    "reading.\n"
+	    "# TYPE contactd_stream_dropped_total counter\n"
+	    "contactd_stream_dropped_total{reason=\"slow_consumer\"} %llu\n"
+	    "# HELP contactd_events_pruned_total Old events_log rows deleted.\n"
+	    "# TYPE contactd_events_pruned_total counter\n"
+	    "contactd_events_pruned_total %llu\n",
+	    sts.clients, sts.events_sent, sts.dropped_slow, sts.pruned);
+	struct webhooks_stats whs;
+	webhooks_get_stats(app->webhooks, &whs);
+	evbuffer_add_printf(
+	    out,
+	    "# HELP contactd_webhook_urls Webhook URLs being delivered to.\n"
+	    "# TYPE contactd_webhook_urls gauge\n"
+	    "contactd_webhook_urls %u\n"
+	    "# HELP contactd_webhook_failing_urls Webhook URLs in a failure "
+	    "streak.\n"
+	    "# TYPE contactd_webhook_failing_urls gauge\n"
+	    "contactd_webhook_failing_urls %u\n"
+	    "# HELP contactd_webhook_deliveries_total Webhook events answered 2xx.\n"
+	    "# TYPE contactd_webhook_deliveries_total counter\n"
+	    "contactd_webhook_deliveries_total %llu\n"
+	    "# HELP contactd_webhook_failures_total Webhook POST attempts that "
+	    "failed (retried).\n"
+	    "# TYPE contactd_webhook_failures_total counter\n"
+	    "contactd_webhook_failures_total %llu\n"
+	    "# HELP contactd_webhook_replies_total Agent replies on API channels handed to the "
+	    "webhook outbox.\n"
+	    "# TYPE contactd_webhook_replies_total counter\n"
+	    "contactd_webhook_replies_total %llu\n",
+	    whs.urls, whs.backlog_failing, whs.delivered, whs.failed_attempts, whs.replies);
 
 	struct store_stats st;
 	store_get_stats(app->store, &st);

@@ -77,6 +77,16 @@ static const struct {
     [STORE_Q_API_CONV_ACTION] = {"api_conv_action",
 				 "SELECT cd_api_conversation_action($1::jsonb)::text", 1, false},
     [STORE_Q_API_REALTIME] = {"api_realtime", "SELECT cd_api_realtime()::text", 0, false},
+    [STORE_Q_STREAM_HEAD] = {"stream_head", "SELECT cd_stream_head()::text", 0, false},
+    [STORE_Q_STREAM_READ] = {"stream_read",
+			     "SELECT cd_stream_read($1::bigint, $2::integer, $3::integer)::text", 3,
+			     false},
+    [STORE_Q_EVENTS_PRUNE] = {"events_prune", "SELECT cd_events_prune($1::jsonb)::text", 1, false},
+    [STORE_Q_WEBHOOK_START] = {"webhook_start", "SELECT cd_webhook_start($1::jsonb)::text", 1,
+			       false},
+    [STORE_Q_WEBHOOK_ACK] = {"webhook_ack", "SELECT cd_webhook_ack($1::jsonb)::text", 1, false},
+    [STORE_Q_WEBHOOK_FAILED] = {"webhook_failed", "SELECT cd_webhook_failed($1::jsonb)::text", 1,
+				false},
 };
 
 static const double latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
