@@ -16,8 +16,11 @@
 --                                 author:{kind, agent, name}, body, created_at}
 --                                 what an integrator needs to deliver a reply on a channel
 --                                 it serves (sms, whatsapp, social, web, api)
--- Not logged: inbound customer messages (their cost on the chat group commit was 10-13 %,
--- see cd_events_log_messages) and internal notes.  All triggers are statement
+--   message.in                    messages with direction 'in' (from customers, on every
+--                                 channel) {conversation, message, channel, customer,
+--                                 external_id (the channel's id of the message, or null),
+--                                 body, created_at}
+-- Not logged: internal notes (agents only).  All triggers are statement
 -- level with transition tables: a group commit of 100 chat messages costs one trigger
 -- call and one INSERT ... SELECT.
 --
@@ -81,11 +84,19 @@ CREATE TRIGGER agent_status_log_log AFTER INSERT ON agent_status_log
 CREATE FUNCTION cd_events_log_messages() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- customers' messages: a dashboard or an integrator sees every message arrive.  Kept
+    -- lean (no joins): on the chat group commit (100 messages a statement,
+    -- tests/sql/check_chat.sh) this row costs about a tenth of cd_chat_customer_messages.
+    INSERT INTO events_log (kind, data)
+    SELECT 'message.in',
+           jsonb_build_object('conversation', n.conversation_id, 'message', n.id,
+                              'channel', n.channel, 'customer', n.author_customer_id,
+                              'external_id', n.external_id, 'body', n.body,
+                              'created_at', cd_ts(n.created_at))
+      FROM cd_new_rows n
+     WHERE n.direction = 'in'
+     ORDER BY n.id;
     -- replies (one a statement): with their conversation's customer and external_ref.
-    -- Inbound messages are not logged: measured on the chat group commit (100 messages a
-    -- statement, tests/sql/check_chat.sh) an events_log row per inbound message cost
-    -- 10-13 % of cd_chat_customer_messages; the conversation.* events still tell when a
-    -- customer opens a conversation.
     INSERT INTO events_log (kind, data)
     SELECT 'message.out',
            jsonb_build_object('conversation', n.conversation_id, 'message', n.id,

@@ -193,7 +193,10 @@ class Stream(DaemonTest):
         for k in ("agent.status", "conversation.enqueued", "conversation.offered",
                   "conversation.assigned"):
             self.assertIn(k, kinds)
-        self.assertNotIn("message.in", kinds)  # not logged (cost on chat ingest: docs/API.md)
+        self.assertIn("message.in", kinds)
+        m_in = next(e for e in got if e["event"] == "message.in")["data"]["data"]
+        self.assertEqual((m_in["conversation"], m_in["message"], m_in["channel"], m_in["body"]),
+                         (conv, r["message"], "chat", "my invoice"))
         enq = next(e for e in got if e["event"] == "conversation.enqueued")["data"]["data"]
         self.assertEqual(enq["conversation"], conv)
         self.assertIn("queue", enq["data"])
