@@ -106,10 +106,13 @@ class Routing(DaemonTest):
         self.assertFalse(any(e.get("type") == "offer" for e in low.events))
 
     def test_reject_offers_it_elsewhere_and_not_back(self):
+        # a2 logs in before the offer (an Argon2id login can outlast the 2 s offer timeout
+        # on a loaded machine) and only becomes available once a1 holds the offer
         a1 = self.agent("a1", {"billing": 3})
+        a2 = self.agent("a2", {"billing": 3}, available=False)
         c, conv = self.customer()
         o1 = a1.event("offer")
-        a2 = self.agent("a2", {"billing": 3})
+        self.assertEqual(a2.request({"type": "presence", "status": "available"})["type"], "ok")
         self.assertEqual(a1.request({"type": "reject", "offer": o1["offer"],
                                      "reason": "busy"})["type"], "ok")
         o2 = a2.event("offer")
@@ -122,9 +125,10 @@ class Routing(DaemonTest):
 
     def test_offer_timeout_revokes_and_reoffers(self):
         a1 = self.agent("slow", {"billing": 3})
+        a2 = self.agent("quick", {"billing": 3}, available=False)
         c, conv = self.customer()
         o1 = a1.event("offer")
-        a2 = self.agent("quick", {"billing": 3})
+        self.assertEqual(a2.request({"type": "presence", "status": "available"})["type"], "ok")
         revoked = a1.event("offer_revoked", timeout=10)
         self.assertEqual((revoked["offer"], revoked["reason"]), (o1["offer"], "timeout"))
         o2 = a2.event("offer", timeout=10)
