@@ -35,7 +35,7 @@ bench_daemon_start() {
     local conf=$PGDIR.$db.conf
     cat >"$conf" <<CFG
 [daemon]
-log_level = warn
+log_level = ${CTD_BENCH_LOG_LEVEL:-warn}
 [database]
 conninfo = ${CONN/dbname=app/dbname=$db}
 pool_size = 4
