@@ -43,6 +43,8 @@ enum store_query {
 	STORE_Q_API_CONV_GET,	 /* (json) -> json: cd_api_conversation_get */
 	STORE_Q_API_CONV_ACTION, /* (json) -> json: cd_api_conversation_action */
 	STORE_Q_API_REALTIME,	 /* () -> json: cd_api_realtime */
+	STORE_Q_EMAIL_RCPT,	 /* (address) -> json or NULL: cd_email_rcpt */
+	STORE_Q_EMAIL_INGEST,	 /* (json) -> json: cd_email_ingest */
 	STORE_Q__COUNT
 };
 

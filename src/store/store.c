@@ -77,6 +77,8 @@ static const struct {
     [STORE_Q_API_CONV_ACTION] = {"api_conv_action",
 				 "SELECT cd_api_conversation_action($1::jsonb)::text", 1, false},
     [STORE_Q_API_REALTIME] = {"api_realtime", "SELECT cd_api_realtime()::text", 0, false},
+    [STORE_Q_EMAIL_RCPT] = {"email_rcpt", "SELECT cd_email_rcpt($1)::text", 1, false},
+    [STORE_Q_EMAIL_INGEST] = {"email_ingest", "SELECT cd_email_ingest($1::jsonb)::text", 1, false},
 };
 
 static const double latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
