@@ -16,6 +16,7 @@ struct routing;
 struct sla;
 struct outbound;
 struct phone;
+struct email;
 
 struct app {
 	struct event_base *base;
@@ -28,6 +29,7 @@ struct app {
 	struct sla *sla;	   /* SLA timers */
 	struct outbound *outbound; /* agent messages to customers, per channel */
 	struct phone *phone;	   /* phone listeners and PBX sessions */
+	struct email *email;	   /* lmtp / smtp listeners */
 	time_t started_at;
 	bool draining;	      /* SIGTERM: stop accepting, finish in-flight work */
 	bool migrating;	      /* start-up migrations running on a worker */
