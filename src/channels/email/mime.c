@@ -106,6 +106,25 @@ static const struct {
     {"rdquo", "\xe2\x80\x9d"},
     {"ldquo", "\xe2\x80\x9c"},
     {"bull", "\xe2\x80\xa2"},
+    {"aacute", "\xc3\xa1"},
+    {"agrave", "\xc3\xa0"},
+    {"acirc", "\xc3\xa2"},
+    {"auml", "\xc3\xa4"},
+    {"ccedil", "\xc3\xa7"},
+    {"eacute", "\xc3\xa9"},
+    {"egrave", "\xc3\xa8"},
+    {"ecirc", "\xc3\xaa"},
+    {"iacute", "\xc3\xad"},
+    {"ntilde", "\xc3\xb1"},
+    {"oacute", "\xc3\xb3"},
+    {"ouml", "\xc3\xb6"},
+    {"uacute", "\xc3\xba"},
+    {"uuml", "\xc3\xbc"},
+    {"szlig", "\xc3\x9f"},
+    {"Eacute", "\xc3\x89"},
+    {"Auml", "\xc3\x84"},
+    {"Ouml", "\xc3\x96"},
+    {"Uuml", "\xc3\x9c"},
 };
 
 static bool tag_is(const char *tag, size_t n, const char *name)
@@ -328,8 +347,9 @@ static char *content_type_str(GMimeObject *obj)
 	GMimeContentType *ct = g_mime_object_get_content_type(obj);
 	const char *t = ct ? g_mime_content_type_get_media_type(ct) : NULL;
 	const char *s = ct ? g_mime_content_type_get_media_subtype(ct) : NULL;
-	char *r = g_ascii_strdown(
-	    g_strdup_printf("%s/%s", t ? t : "application", s ? s : "octet-stream"), -1);
+	char *full = g_strdup_printf("%s/%s", t ? t : "application", s ? s : "octet-stream");
+	char *r = g_ascii_strdown(full, -1);
+	g_free(full);
 	return r;
 }
 
@@ -555,10 +575,12 @@ json_t *email_mime_parse(const char *data, size_t len, size_t max_attachment_byt
 	    g_string_new(NULL), g_string_new(NULL), json_array(), 0, max_attachment_bytes, 0};
 	if (msg) {
 		GMimeObject *mo = GMIME_OBJECT(msg);
-		InternetAddressList *from = g_mime_message_get_from(msg);
-		if (!from || internet_address_list_length(from) == 0)
-			from = g_mime_message_get_sender(msg);
-		set_from(rec, from);
+		set_from(rec, g_mime_message_get_from(msg));
+		/* no mailbox in From (absent, or an empty group): Sender, then Reply-To */
+		if (!json_string_value(json_object_get(json_object_get(rec, "from"), "email")))
+			set_from(rec, g_mime_message_get_sender(msg));
+		if (!json_string_value(json_object_get(json_object_get(rec, "from"), "email")))
+			set_from(rec, g_mime_message_get_reply_to(msg));
 		json_object_set_new(rec, "subject", str_or_null(g_mime_message_get_subject(msg)));
 		const char *mid = g_mime_message_get_message_id(msg);
 		if (mid && *mid && strlen(mid) <= 998)
