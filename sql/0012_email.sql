@@ -192,3 +192,163 @@ BEGIN
                               'attachments', v_natt);
 END
 $$;
+
+-- ---------------------------------------------------------------------------
+-- Replies: agent messages on e-mail conversations go out through the relay.
+-- ---------------------------------------------------------------------------
+-- Every outbound message (direction 'out') on the email channel queues one
+-- outbox row in the transaction that stores it, whatever path wrote it (the
+-- client protocol or the HTTP API), so an acknowledged reply is never lost.
+-- Its own Message-ID is recorded in email_message_ids so that the customer's
+-- answer threads by In-Reply-To.  The payload is complete: the daemon only
+-- formats and sends it.
+--   {to, to_name, from, from_name, subject, message_id, in_reply_to,
+--    references, body, date}
+-- to is the address of the conversation's last inbound mail, else the
+-- customer's e-mail identity; from is the inbox address (the inbox the
+-- conversation came in on).
+CREATE FUNCTION cd_email_outbox_enqueue() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    c       conversations;
+    v_from  text;
+    v_to    text;
+    v_name  text;
+    v_last  jsonb;
+    v_refs  jsonb;
+    v_subj  text;
+    v_msgid text;
+    v_agent text;
+BEGIN
+    SELECT * INTO c FROM conversations WHERE id = NEW.conversation_id;
+    SELECT address INTO v_from FROM inboxes WHERE id = c.inbox_id;
+    SELECT metadata INTO v_last FROM messages
+     WHERE conversation_id = c.id AND direction = 'in' AND channel = 'email'
+     ORDER BY id DESC LIMIT 1;
+    v_to := cd_email_norm_address(v_last #>> '{from,email}');
+    v_name := v_last #>> '{from,name}';
+    IF v_to IS NULL THEN
+        SELECT value INTO v_to FROM customer_identities
+         WHERE customer_id = cd_customer_live(c.customer_id) AND kind = 'email'
+         ORDER BY id DESC LIMIT 1;
+    END IF;
+    IF v_from IS NULL THEN
+        SELECT address INTO v_from FROM inboxes WHERE channel = 'email' ORDER BY id LIMIT 1;
+    END IF;
+    v_subj := regexp_replace(coalesce(nullif(btrim(coalesce(v_last ->> 'subject', c.subject)), ''),
+                                      'Your request'),
+                             '^((re|aw|sv|fwd?)\s*:\s*)+', '', 'i');
+    IF position(format('[#%s]', c.id) IN v_subj) = 0 THEN
+        v_subj := v_subj || format(' [#%s]', c.id);
+    END IF;
+    v_subj := 'Re: ' || v_subj;
+    v_msgid := format('contactd.%s.%s@%s', NEW.id, substr(md5(random()::text), 1, 12),
+                      coalesce(nullif(split_part(v_from, '@', 2), ''), 'contactd.invalid'));
+    v_refs := coalesce(v_last -> 'references', '[]'::jsonb);
+    IF v_last ->> 'message_id' IS NOT NULL THEN
+        v_refs := v_refs || jsonb_build_array(v_last ->> 'message_id');
+    END IF;
+    -- the newest 20 are enough to thread (RFC 5322 3.6.4 allows trimming)
+    SELECT coalesce(jsonb_agg(x ORDER BY o), '[]') INTO v_refs
+      FROM jsonb_array_elements(v_refs) WITH ORDINALITY t(x, o)
+     WHERE o > jsonb_array_length(v_refs) - 20;
+    IF NEW.author_agent_id IS NOT NULL THEN
+        SELECT name INTO v_agent FROM agents WHERE id = NEW.author_agent_id;
+    END IF;
+    INSERT INTO outbox (kind, conversation_id, message_id, payload, state, last_error)
+    VALUES ('email', c.id, NEW.id,
+            jsonb_build_object('to', v_to, 'to_name', v_name, 'from', v_from, 'from_name', v_agent,
+                               'subject', v_subj, 'message_id', v_msgid,
+                               'in_reply_to', v_last ->> 'message_id', 'references', v_refs,
+                               'body', NEW.body, 'date', cd_ts(NEW.created_at)),
+            CASE WHEN v_to IS NULL OR v_from IS NULL THEN 'failed' ELSE 'pending' END,
+            CASE WHEN v_to IS NULL THEN 'no e-mail address for the customer'
+                 WHEN v_from IS NULL THEN 'no e-mail inbox to send from' END);
+    IF v_to IS NULL OR v_from IS NULL THEN
+        PERFORM cd_event(c.id, 'email_failed',
+                         jsonb_build_object('message', NEW.id, 'error',
+                                            CASE WHEN v_to IS NULL THEN 'no e-mail address for the customer'
+                                                 ELSE 'no e-mail inbox to send from' END));
+    ELSIF c.inbox_id IS NOT NULL THEN
+        INSERT INTO email_message_ids (inbox_id, message_id, conversation_id, message_row_id)
+        VALUES (c.inbox_id, v_msgid, c.id, NEW.id)
+        ON CONFLICT DO NOTHING;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER messages_email_outbox AFTER INSERT ON messages
+    FOR EACH ROW WHEN (NEW.direction = 'out' AND NEW.channel = 'email')
+    EXECUTE FUNCTION cd_email_outbox_enqueue();
+
+-- cd_email_outbox_claim(limit, lease_s) -> [{id, conversation, message, attempts, payload}]
+-- Takes up to `limit` due e-mails: state 'sending', attempts + 1, and a lease
+-- (next_attempt_at = now + lease_s) after which a send that never reported
+-- back (the daemon died) is tried again.  SKIP LOCKED: several nodes may claim.
+CREATE FUNCTION cd_email_outbox_claim(p_limit int, p_lease_s int) RETURNS jsonb
+LANGUAGE sql AS $$
+    WITH due AS (
+        SELECT id FROM outbox
+         WHERE kind = 'email' AND state IN ('pending', 'sending') AND next_attempt_at <= now()
+         ORDER BY next_attempt_at, id
+         LIMIT greatest(p_limit, 1)
+         FOR UPDATE SKIP LOCKED
+    ), upd AS (
+        UPDATE outbox o
+           SET state = 'sending', attempts = o.attempts + 1,
+               next_attempt_at = now() + make_interval(secs => greatest(p_lease_s, 1))
+          FROM due WHERE o.id = due.id
+        RETURNING o.id, o.conversation_id, o.message_id, o.attempts, o.payload
+    )
+    SELECT coalesce(jsonb_agg(jsonb_build_object('id', id, 'conversation', conversation_id,
+                                                 'message', message_id, 'attempts', attempts,
+                                                 'payload', payload) ORDER BY id), '[]')
+      FROM upd
+$$;
+
+-- cd_email_outbox_done({id, ok, permanent, error, retry_base_s, max_attempts})
+--   -> {id, conversation, message, state, agent, attempts, next_attempt_at}
+-- ok: sent (timeline email_sent).  Else a temporary failure is retried after
+-- retry_base_s * 2^(attempts-1) (at most 6 h) until max_attempts; a permanent
+-- failure, or the last attempt, is 'failed' (timeline email_failed; the
+-- daemon tells the conversation's agent).
+CREATE FUNCTION cd_email_outbox_done(p jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    o       outbox;
+    v_ok    boolean := coalesce((p ->> 'ok')::boolean, false);
+    v_perm  boolean := coalesce((p ->> 'permanent')::boolean, false);
+    v_err   text := left(p ->> 'error', 1000);
+    v_base  int := greatest(coalesce((p ->> 'retry_base_s')::int, 60), 1);
+    v_max   int := greatest(coalesce((p ->> 'max_attempts')::int, 10), 1);
+    v_agent bigint;
+BEGIN
+    SELECT * INTO o FROM outbox WHERE id = cd_j_id(p, 'id') AND kind = 'email' FOR UPDATE;
+    IF NOT FOUND THEN PERFORM cd_not_found('outbox row not found'); END IF;
+    IF o.state <> 'sending' THEN
+        RETURN jsonb_build_object('id', o.id, 'conversation', o.conversation_id, 'message', o.message_id,
+                                  'state', o.state, 'agent', NULL, 'attempts', o.attempts);
+    END IF;
+    IF v_ok THEN
+        UPDATE outbox SET state = 'sent', sent_at = now(), last_error = NULL WHERE id = o.id RETURNING * INTO o;
+        PERFORM cd_event(o.conversation_id, 'email_sent',
+                         jsonb_build_object('message', o.message_id, 'to', o.payload ->> 'to',
+                                            'message_id', o.payload ->> 'message_id', 'attempts', o.attempts));
+    ELSIF v_perm OR o.attempts >= v_max THEN
+        UPDATE outbox SET state = 'failed', last_error = v_err WHERE id = o.id RETURNING * INTO o;
+        PERFORM cd_event(o.conversation_id, 'email_failed',
+                         jsonb_build_object('message', o.message_id, 'to', o.payload ->> 'to',
+                                            'error', v_err, 'attempts', o.attempts));
+        SELECT agent_id INTO v_agent FROM conversations WHERE id = o.conversation_id;
+    ELSE
+        UPDATE outbox
+           SET state = 'pending', last_error = v_err,
+               next_attempt_at = now() + make_interval(secs => least(v_base * 2 ^ least(o.attempts - 1, 20), 21600))
+         WHERE id = o.id RETURNING * INTO o;
+    END IF;
+    RETURN jsonb_build_object('id', o.id, 'conversation', o.conversation_id, 'message', o.message_id,
+                              'state', o.state, 'agent', v_agent, 'attempts', o.attempts,
+                              'next_attempt_at', cd_ts(o.next_attempt_at), 'error', v_err);
+END
+$$;

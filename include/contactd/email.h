@@ -69,4 +69,13 @@ json_t *email_mime_parse(const char *data, size_t len, size_t max_attachment_byt
  * result is malloc'd. */
 char *email_html_to_text(const char *html, size_t len);
 
+/* ---- replies (src/channels/email/relay.c) ----------------------------------------------- */
+
+/* RFC 5322 text of one agent reply from its outbox payload (see cd_email_outbox_enqueue in
+ * sql/0012_email.sql): From (the inbox), To, Subject (RFC 2047 when not ASCII), Date (NOW,
+ * Unix seconds), Message-ID, In-Reply-To, References, and a base64 UTF-8 text/plain body.
+ * Returns a malloc'd text with CRLF line ends and its length in *LEN_R, or NULL when the
+ * payload lacks from, to or message_id. Pure. */
+char *email_reply_format(const json_t *payload, long long now, size_t *len_r);
+
 #endif

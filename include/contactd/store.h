@@ -45,6 +45,8 @@ enum store_query {
 	STORE_Q_API_REALTIME,	 /* () -> json: cd_api_realtime */
 	STORE_Q_EMAIL_RCPT,	 /* (address) -> json or NULL: cd_email_rcpt */
 	STORE_Q_EMAIL_INGEST,	 /* (json) -> json: cd_email_ingest */
+	STORE_Q_EMAIL_CLAIM,	 /* (limit, lease_s) -> json array: cd_email_outbox_claim */
+	STORE_Q_EMAIL_DONE,	 /* (json) -> json: cd_email_outbox_done */
 	STORE_Q__COUNT
 };
 

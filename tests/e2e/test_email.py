@@ -2,12 +2,16 @@
 inbox, 552 beyond limits.max_email_bytes, the same Message-ID stored once, threading by
 In-Reply-To / References and by a [#ID] subject token (only from the conversation's own
 customer), per-recipient LMTP replies, dot-unstuffing, STARTTLS and the SMTP listener."""
+import email
+import email.policy
 import re
 import smtplib
 import socket
 import ssl
 import subprocess
 import tempfile
+import threading
+import time
 
 import harness
 from harness import DaemonTest, free_port
@@ -65,6 +69,99 @@ class Raw:
         self.sock.close()
 
 
+class Sink:
+    """A tiny SMTP server catching the relay's output. PLAN lists, per mail transaction
+    (MAIL command; the relay may reuse its connection), what to answer: "ok", "451" (a temporary failure after DATA) or "550" (the recipient refused);
+    the last entry repeats."""
+
+    def __init__(self, plan=("ok",)):
+        self.plan = list(plan)
+        self.mails = []  # (mail_from, [rcpt], bytes)
+        self.attempts = 0
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(16)
+        self.port = self.srv.getsockname()[1]
+        self.lock = threading.Lock()
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self):
+        while True:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn):
+        mode = "ok"
+        f = conn.makefile("rb")
+        conn.settimeout(20)
+
+        def say(line):
+            conn.sendall(line.encode() + b"\r\n")
+        try:
+            say("220 sink ESMTP")
+            sender, rcpts = None, []
+            while True:
+                line = f.readline()
+                if not line:
+                    return
+                cmd = line.decode(errors="replace").strip()
+                verb = cmd.split(" ", 1)[0].upper()
+                if verb in ("EHLO", "HELO"):
+                    say("250-sink")
+                    say("250 8BITMIME")
+                elif verb == "MAIL":
+                    with self.lock:
+                        mode = self.plan[min(self.attempts, len(self.plan) - 1)]
+                        self.attempts += 1
+                    sender, rcpts = cmd[10:].strip(), []
+                    say("250 ok")
+                elif verb == "RCPT":
+                    if mode == "550":
+                        say("550 5.1.1 no such user")
+                    else:
+                        rcpts.append(cmd[8:].strip())
+                        say("250 ok")
+                elif verb == "DATA":
+                    say("354 go")
+                    data = b""
+                    while True:
+                        l = f.readline()
+                        if l in (b".\r\n", b""):
+                            break
+                        data += l[1:] if l.startswith(b"..") else l
+                    if mode == "451":
+                        say("451 4.3.0 try later")
+                    else:
+                        with self.lock:
+                            self.mails.append((sender, rcpts, data))
+                        say("250 queued")
+                elif verb == "QUIT":
+                    say("221 bye")
+                    return
+                else:
+                    say("250 ok")
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def wait(self, n=1, timeout=20):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with self.lock:
+                if len(self.mails) >= n:
+                    return self.mails[n - 1]
+            time.sleep(0.05)
+        raise AssertionError("the sink got %d mails, wanted %d" % (len(self.mails), n))
+
+    def close(self):
+        self.srv.close()
+
+
 class Email(DaemonTest):
     extra = {}
 
@@ -112,6 +209,8 @@ class Email(DaemonTest):
         c.quit()
         return int(m.group(1))
 
+
+class Listeners(Email):
     def test_stored_after_commit(self):
         conv = self.deliver(mail(subject="=?UTF-8?Q?Caf=C3=A9_order?=", message_id="a1@x",
                                  sender="=?ISO-8859-1?Q?Jos=E9?= <Jose@Example.COM>",
@@ -299,6 +398,96 @@ class Email(DaemonTest):
         self.d.wait_ready(timeout=30)
         self.deliver(mail(message_id="down@x"))
         self.assertEqual(self.db("SELECT count(*) FROM messages"), "1")
+
+class ReplyBase(Email):
+    """Agent replies through email.relay: threading headers, [#ID], retries, failures."""
+    plan = ("ok",)
+
+    def setUp(self):
+        self.sink = Sink(self.plan)
+        self.extra = {"email.relay": "smtp://127.0.0.1:%d" % self.sink.port,
+                      "email.retry_base_s": "1"}
+        super().setUp()
+        self.addCleanup(self.sink.close)
+
+    def reply(self, conv, body):
+        status, obj, _ = self.d.request("POST", "/v1/conversations/%d/messages" % conv,
+                                        {"body": body}, token=self.token)
+        self.assertEqual(status, 201, obj)
+        return obj["message"]["id"]
+
+    def outbox(self, conv):
+        return self.db("SELECT state, attempts FROM outbox WHERE conversation_id = %d" % conv)
+
+    def wait_outbox(self, conv, state, timeout=20):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            row = self.outbox(conv)
+            if row.startswith(state + "|"):
+                return row
+            time.sleep(0.1)
+        raise AssertionError("outbox of %d: %r, wanted %s" % (conv, self.outbox(conv), state))
+
+    def timeline(self, conv):
+        return self.db("SELECT string_agg(kind, ',' ORDER BY id) FROM conversation_events "
+                       "WHERE conversation_id = %d" % conv).split(",")
+
+
+
+class Replies(ReplyBase):
+    def test_reply_threads_both_ways(self):
+        conv = self.deliver(mail(subject="Refund please", message_id="c1@x",
+                                 headers=["References: <older@x>"]))
+        self.reply(conv, "Thanks, on it.\nSecond line: caf\u00e9")
+        sender, rcpts, data = self.sink.wait()
+        self.assertEqual((sender, rcpts), ("<support@example.com>", ["<ana@example.com>"]))
+        m = email.message_from_bytes(data, policy=email.policy.default)
+        self.assertEqual(m["Subject"], "Re: Refund please [#%d]" % conv)
+        self.assertEqual(m["In-Reply-To"], "<c1@x>")
+        self.assertEqual(m["References"].split(), ["<older@x>", "<c1@x>"])
+        self.assertIn("support@example.com", m["From"])
+        self.assertEqual(m["To"], "Ana <ana@example.com>")
+        self.assertEqual(m.get_content(), "Thanks, on it.\r\nSecond line: caf\u00e9")
+        self.wait_outbox(conv, "sent")
+        self.assertIn("email_sent", self.timeline(conv))
+        # the customer answers the reply: threaded by In-Reply-To
+        ours = m["Message-ID"].strip("<>")
+        again = self.deliver(mail(subject="Re: something else", message_id="c2@x",
+                                  headers=["In-Reply-To: <%s>" % ours]))
+        self.assertEqual(again, conv)
+        # a second reply keeps the token once and names the newest mail
+        self.reply(conv, "More")
+        m2 = email.message_from_bytes(self.sink.wait(2)[2], policy=email.policy.default)
+        self.assertEqual(m2["Subject"], "Re: something else [#%d]" % conv)
+        self.assertEqual(m2["In-Reply-To"], "<c2@x>")
+
+
+class ReplyRetry(ReplyBase):
+    plan = ("451", "451", "ok")
+
+    def test_retried_with_backoff(self):
+        conv = self.deliver(mail(message_id="r1@x"))
+        t0 = time.time()
+        self.reply(conv, "Retry me")
+        self.sink.wait(timeout=30)
+        # 1 s then 2 s of backoff between the three attempts
+        self.assertGreaterEqual(time.time() - t0, 2.5)
+        self.assertEqual(self.wait_outbox(conv, "sent"), "sent|3")
+        self.assertEqual(self.sink.attempts, 3)
+
+
+class ReplyFailure(ReplyBase):
+    plan = ("550",)
+
+    def test_permanent_failure_recorded(self):
+        conv = self.deliver(mail(message_id="f1@x"))
+        self.reply(conv, "Nobody will read this")
+        self.assertEqual(self.wait_outbox(conv, "failed"), "failed|1")
+        self.assertIn("email_failed", self.timeline(conv))
+        err = self.db("SELECT last_error FROM outbox WHERE conversation_id = %d" % conv)
+        self.assertIn("550", err)
+        self.d.wait_log(r"event=email_reply_failed .*permanent=true")
+
 
 if __name__ == "__main__":
     harness.main()

@@ -10,6 +10,7 @@
 #include "contactd/store.h"
 #include "contactd/tls.h"
 #include "contactd/worker.h"
+#include "email_internal.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -45,6 +46,7 @@ struct email {
 	unsigned in_flight;	    /* mails waiting on a worker or the store */
 	unsigned long long next_id;
 	char hostname[256];
+	struct email_relay *relay; /* agent replies */
 };
 
 struct mail;
@@ -966,6 +968,7 @@ struct email *email_new(struct app *app, char **error_r)
 	em->max_bytes = (size_t)cfg->max_email_bytes;
 	if (gethostname(em->hostname, sizeof(em->hostname) - 1) < 0 || !*em->hostname)
 		snprintf(em->hostname, sizeof(em->hostname), "localhost");
+	em->relay = email_relay_new(app, em->hostname);
 	if (wants_tls(cfg)) {
 		em->tls_ctx = make_tls(cfg, error_r);
 		if (!em->tls_ctx)
@@ -1004,6 +1007,7 @@ void email_free(struct email **pem)
 	}
 	if (em->tls_ctx)
 		SSL_CTX_free(em->tls_ctx);
+	email_relay_free(&em->relay);
 	free(em);
 }
 
