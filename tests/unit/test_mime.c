@@ -189,6 +189,39 @@ START_TEST(html_text)
 }
 END_TEST
 
+/* An agent reply, formatted, reads back through the normaliser with the same facts. */
+START_TEST(reply_round_trip)
+{
+	json_t *p = json_pack(
+	    "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:[s, s, s]}", "from", "support@example.com",
+	    "from_name", "Agn\xc3\xa8s", "to", "ana@example.com", "to_name", "Ana", "subject",
+	    "Re: Caf\xc3\xa9 order, a long subject that needs more than one encoded word [#42]",
+	    "message_id", "contactd.7.abc@example.com", "in_reply_to", "c1@x", "references", "a@x",
+	    "bad id with spaces", "c1@x");
+	json_object_set_new(p, "body", json_string("Line one\nLine two: \xc3\xa9\n"));
+	size_t len = 0;
+	char *text = email_reply_format(p, 1795000000, &len);
+	ck_assert_ptr_nonnull(text);
+	ck_assert_ptr_nonnull(strstr(text, "In-Reply-To: <c1@x>\r\n"));
+	ck_assert_ptr_nonnull(strstr(text, "References: <a@x>\r\n <c1@x>\r\n"));
+	ck_assert_ptr_nonnull(strstr(text, "Message-ID: <contactd.7.abc@example.com>\r\n"));
+	ck_assert_ptr_null(strstr(text, "bad id"));
+	ck_assert_ptr_null(memchr(text, 0, len));
+	json_t *r = email_mime_parse(text, len, 1024);
+	ck_assert_str_eq(str(r, "subject"), json_string_value(json_object_get(p, "subject")));
+	ck_assert_str_eq(str(json_object_get(r, "from"), "name"), "Agn\xc3\xa8s");
+	ck_assert_str_eq(str(json_object_get(r, "from"), "email"), "support@example.com");
+	ck_assert_str_eq(str(r, "body"), "Line one\nLine two: \xc3\xa9");
+	ck_assert_str_eq(str(r, "message_id"), "contactd.7.abc@example.com");
+	json_decref(r);
+	free(text);
+	/* no recipient: nothing to send */
+	json_object_del(p, "to");
+	ck_assert_ptr_null(email_reply_format(p, 0, &len));
+	json_decref(p);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("mime");
@@ -198,6 +231,7 @@ int main(void)
 	tcase_add_test(tc, threading_headers);
 	tcase_add_test(tc, garbage_never_crashes);
 	tcase_add_test(tc, html_text);
+	tcase_add_test(tc, reply_round_trip);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
