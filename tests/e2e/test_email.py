@@ -14,7 +14,7 @@ import threading
 import time
 
 import harness
-from harness import DaemonTest, free_port
+from harness import DaemonTest, Ndjson, free_port
 
 PKI = None
 
@@ -487,6 +487,32 @@ class ReplyFailure(ReplyBase):
         err = self.db("SELECT last_error FROM outbox WHERE conversation_id = %d" % conv)
         self.assertIn("550", err)
         self.d.wait_log(r"event=email_reply_failed .*permanent=true")
+
+    def test_agent_routed_and_told(self):
+        """The new email conversation is routed to an agent; the agent's reply (client
+        protocol) goes out, and its final refusal is pushed back to that agent."""
+        cport = free_port()
+        self.d.stop()
+        self.d.listen["client"] = "127.0.0.1:%d" % cport
+        self.d.write_config()
+        self.d.start()
+        self.post("/v1/agents", {"login": "alice", "name": "Alice", "password": "alice-pw-123",
+                                 "capacity": {"chat": 1, "email": 2, "voice": 1}})
+        a = Ndjson(cport)
+        self.addCleanup(a.close)
+        self.assertEqual(a.request({"type": "hello", "role": "agent", "login": "alice",
+                                    "password": "alice-pw-123"})["type"], "ok")
+        self.assertEqual(a.request({"type": "presence", "status": "available"})["type"], "ok")
+        conv = self.deliver(mail(message_id="routed@x", subject="Route me"))
+        offer = a.event("offer")
+        self.assertEqual((offer["conversation"], offer["channel"]), (conv, "email"))
+        self.assertEqual(a.request({"type": "accept", "offer": offer["offer"]})["type"], "ok")
+        r = a.request({"type": "message", "conversation": conv, "body": "On it"})
+        self.assertEqual(r["type"], "ok", r)
+        failed = a.event("delivery_failed", timeout=20)
+        self.assertEqual((failed["conversation"], failed["message"], failed["channel"]),
+                         (conv, r["message"], "email"))
+        self.assertIn("550", failed["error"])
 
 
 if __name__ == "__main__":
