@@ -193,6 +193,33 @@ BEGIN
 END
 $$;
 
+-- cd_email_ingest_batch([item, ...]) -> [{ok, result} | {ok:false, sqlstate, message, field}]
+-- Group commit of cd_email_ingest: the mails of many LMTP sessions in one
+-- transaction, each item in its own subtransaction so that one bad item
+-- (or a lock conflict) fails alone.
+CREATE FUNCTION cd_email_ingest_batch(p jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    e     jsonb;
+    v_out jsonb[] := '{}';
+    v_col text;
+BEGIN
+    IF jsonb_typeof(p) IS DISTINCT FROM 'array' THEN
+        PERFORM cd_invalid('items', 'must be an array');
+    END IF;
+    FOR e IN SELECT value FROM jsonb_array_elements(p) LOOP
+        BEGIN
+            v_out := v_out || jsonb_build_object('ok', true, 'result', cd_email_ingest(e));
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_col = COLUMN_NAME;
+            v_out := v_out || jsonb_build_object('ok', false, 'sqlstate', SQLSTATE, 'message', SQLERRM,
+                                                 'field', nullif(v_col, ''));
+        END;
+    END LOOP;
+    RETURN to_jsonb(v_out);
+END
+$$;
+
 -- ---------------------------------------------------------------------------
 -- Replies: agent messages on e-mail conversations go out through the relay.
 -- ---------------------------------------------------------------------------

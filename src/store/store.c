@@ -78,7 +78,11 @@ static const struct {
 				 "SELECT cd_api_conversation_action($1::jsonb)::text", 1, false},
     [STORE_Q_API_REALTIME] = {"api_realtime", "SELECT cd_api_realtime()::text", 0, false},
     [STORE_Q_EMAIL_RCPT] = {"email_rcpt", "SELECT cd_email_rcpt($1)::text", 1, false},
-    [STORE_Q_EMAIL_INGEST] = {"email_ingest", "SELECT cd_email_ingest($1::jsonb)::text", 1, false},
+    [STORE_Q_EMAIL_INGEST] = {"email_ingest", "SELECT cd_email_ingest_batch($1::jsonb)::text", 1,
+			      true},
+    [STORE_Q_EMAIL_INGEST_ONE] =
+	{"email_ingest_one",
+	 "SELECT (cd_email_ingest_batch(jsonb_build_array($1::jsonb)) -> 0)::text", 1, false},
     [STORE_Q_EMAIL_CLAIM] = {"email_claim", "SELECT cd_email_outbox_claim($1::int, $2::int)::text",
 			     2, false},
     [STORE_Q_EMAIL_DONE] = {"email_done", "SELECT cd_email_outbox_done($1::jsonb)::text", 1, false},

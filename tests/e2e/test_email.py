@@ -399,6 +399,31 @@ class Listeners(Email):
         self.deliver(mail(message_id="down@x"))
         self.assertEqual(self.db("SELECT count(*) FROM messages"), "1")
 
+class LargeMail(Email):
+    extra = {"limits.max_email_bytes": "1048576"}
+
+    def test_attachment_stored_alone(self):
+        """A mail above the group-commit size goes alone; its attachment is kept whole."""
+        import base64
+        import hashlib
+        blob = bytes(range(256)) * 1200  # 300 KB
+        b64 = base64.encodebytes(blob).decode().replace("\n", "\r\n")
+        body = ("--B\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n"
+                "--B\r\nContent-Type: application/octet-stream; name=blob.bin\r\n"
+                "Content-Disposition: attachment; filename=blob.bin\r\n"
+                "Content-Transfer-Encoding: base64\r\n\r\n" + b64 + "--B--\r\n")
+        conv = self.deliver(mail(message_id="big@x", body=body,
+                                 headers=["MIME-Version: 1.0",
+                                          "Content-Type: multipart/mixed; boundary=B"]))
+        row = self.db("SELECT a.name, a.size, a.sha256, length(a.bytes) FROM attachments a "
+                      "JOIN messages m ON m.id = a.message_id WHERE m.conversation_id = %d"
+                      % conv)
+        self.assertEqual(row, "blob.bin|%d|%s|%d" % (len(blob), hashlib.sha256(blob).hexdigest(),
+                                                     len(blob)))
+        self.assertEqual(self.db("SELECT body FROM messages WHERE conversation_id = %d" % conv),
+                         "See attached.")
+
+
 class ReplyBase(Email):
     """Agent replies through email.relay: threading headers, [#ID], retries, failures."""
     plan = ("ok",)

@@ -31,7 +31,8 @@
 enum { L_LMTP, L_SMTP, L_COUNT };
 static const char *const lname[L_COUNT] = {"lmtp", "smtp"};
 
-#define DATA_CHUNK 65536 /* a DATA line longer than this is moved in pieces */
+#define DATA_CHUNK	      65536	   /* a DATA line longer than this is moved in pieces */
+#define EMAIL_BATCH_MAX_BYTES (256 * 1024) /* larger mails are committed alone */
 
 struct econn;
 
@@ -356,32 +357,42 @@ static void rcpt_done(struct rcpt *r)
 		mail_finish(m);
 }
 
+/* One recipient's item of a group-committed cd_email_ingest_batch: {ok, result} or
+ * {ok:false, sqlstate, message}. */
 static void ingest_cb(void *arg, const struct store_reply *rep)
 {
 	struct rcpt *r = arg;
-	json_t *res =
+	json_t *item =
 	    rep->status == STORE_OK && rep->value ? json_loads(rep->value, 0, NULL) : NULL;
-	if (res) {
+	json_t *res = json_object_get(item, "result");
+	const char *state = json_string_value(json_object_get(item, "sqlstate"));
+	if (json_is_true(json_object_get(item, "ok")) && json_is_object(res)) {
 		r->code = 250;
 		r->conversation = json_integer_value(json_object_get(res, "conversation"));
 		r->duplicate = json_is_true(json_object_get(res, "duplicate"));
 		snprintf(r->reply, sizeof(r->reply), "250 2.0.0 <%s> %s as conversation %" PRId64,
 			 r->addr, r->duplicate ? "already stored" : "stored", r->conversation);
 		after_commit(r->m->em, res);
-		json_decref(res);
-	} else if (rep->status == STORE_NOT_FOUND) {
+	} else if (rep->status == STORE_NOT_FOUND || (state && strcmp(state, "P0002") == 0)) {
+		/* the inbox went away between RCPT and DATA */
 		r->code = 550;
 		snprintf(r->reply, sizeof(r->reply), "550 5.1.1 <%s> no such inbox", r->addr);
 	} else {
-		/* unavailable, or anything unexpected: nothing was committed; the MTA retries */
+		/* unavailable, a lock conflict, anything unexpected: nothing was committed for
+		 * this recipient; the MTA retries */
 		if (rep->status != STORE_UNAVAILABLE)
-			log_error("email_store_failed", "rcpt=%s status=%d message=%s", r->addr,
-				  (int)rep->status, rep->message ? rep->message : "-");
+			log_error("email_store_failed", "rcpt=%s status=%d sqlstate=%s message=%s",
+				  r->addr, (int)rep->status, state ? state : "-",
+				  json_string_value(json_object_get(item, "message"))
+				      ? json_string_value(json_object_get(item, "message"))
+				  : rep->message ? rep->message
+						 : "-");
 		r->code = 451;
 		snprintf(r->reply, sizeof(r->reply),
 			 "451 4.3.0 <%s> temporarily unable to store the message; try again later",
 			 r->addr);
 	}
+	json_decref(item);
 	rcpt_done(r);
 }
 
@@ -426,7 +437,14 @@ static void parse_done(void *arg)
 		json_object_set_new(p, "envelope",
 				    json_pack("{s:s, s:s}", "mail_from",
 					      m->mail_from ? m->mail_from : "", "rcpt", r->addr));
-		if (store_call_json(em->app->store, STORE_Q_EMAIL_INGEST, p, ingest_cb, r) < 0) {
+		/* small mails are group-committed; a large one goes alone (its JSON holds the
+		 * attachments, and a batch of a hundred of those would be one huge query) */
+		int rc =
+		    m->len <= EMAIL_BATCH_MAX_BYTES
+			? store_batch_add(em->app->store, STORE_Q_EMAIL_INGEST, p, ingest_cb, r)
+			: store_call_json(em->app->store, STORE_Q_EMAIL_INGEST_ONE, p, ingest_cb,
+					  r);
+		if (rc < 0) {
 			set_failed(r, 451,
 				   "4.3.0 temporarily unable to store the message; try again "
 				   "later");
