@@ -34,7 +34,17 @@ static const char *const lname[L_COUNT] = {"lmtp", "smtp"};
 #define DATA_CHUNK	      65536	   /* a DATA line longer than this is moved in pieces */
 #define EMAIL_BATCH_MAX_BYTES (256 * 1024) /* larger mails are committed alone */
 
+#define RCPT_CACHE_SLOTS 256
+#define RCPT_CACHE_TTL_S 5 /* an inbox deleted is still accepted at RCPT for this long */
+
 struct econn;
+
+/* One inbox address found by cd_email_rcpt (a direct-mapped cache slot). */
+struct rcpt_slot {
+	char addr[128];
+	int64_t inbox;
+	time_t expires; /* CLOCK_MONOTONIC seconds */
+};
 
 struct email {
 	struct app *app;
@@ -48,6 +58,7 @@ struct email {
 	unsigned long long next_id;
 	char hostname[256];
 	struct email_relay *relay; /* agent replies */
+	struct rcpt_slot rcpt_cache[RCPT_CACHE_SLOTS];
 };
 
 struct mail;
@@ -653,6 +664,56 @@ fail:
 	bad_command(c);
 }
 
+/* ---- recipient cache: inboxes found in the last RCPT_CACHE_TTL_S seconds ------------------ */
+
+static uint32_t rcpt_hash(const char *addr)
+{
+	uint32_t h = 2166136261u; /* FNV-1a over the lower-cased address */
+	for (const unsigned char *p = (const unsigned char *)addr; *p; p++)
+		h = (h ^ (uint32_t)tolower(*p)) * 16777619u;
+	return h;
+}
+
+static time_t mono_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
+}
+
+/* The inbox ADDR named within the TTL, or 0 (unknown addresses are never cached). */
+static int64_t rcpt_cache_get(const struct email *em, const char *addr)
+{
+	const struct rcpt_slot *e = &em->rcpt_cache[rcpt_hash(addr) % RCPT_CACHE_SLOTS];
+	if (e->inbox > 0 && e->expires > mono_now() && strcasecmp(e->addr, addr) == 0)
+		return e->inbox;
+	return 0;
+}
+
+static void rcpt_cache_put(struct email *em, const char *addr, int64_t inbox)
+{
+	if (strlen(addr) >= sizeof(em->rcpt_cache[0].addr))
+		return;
+	struct rcpt_slot *e = &em->rcpt_cache[rcpt_hash(addr) % RCPT_CACHE_SLOTS];
+	snprintf(e->addr, sizeof(e->addr), "%s", addr);
+	e->inbox = inbox;
+	e->expires = mono_now() + RCPT_CACHE_TTL_S;
+}
+
+/* Accepts recipient ADDR (taken) of inbox INBOX into C's transaction. */
+static void rcpt_accept(struct econn *c, char *addr, int64_t inbox)
+{
+	struct rcpt *n = realloc(c->rcpts, (c->nrcpt + 1) * sizeof(*n));
+	if (!n)
+		abort();
+	c->rcpts = n;
+	memset(&n[c->nrcpt], 0, sizeof(*n));
+	n[c->nrcpt].addr = addr;
+	n[c->nrcpt].inbox = inbox;
+	c->nrcpt++;
+	reply(c, "250 2.1.5 recipient ok");
+}
+
 static void lookup_cb(void *arg, const struct store_reply *rep)
 {
 	struct lookup *lk = arg;
@@ -667,17 +728,11 @@ static void lookup_cb(void *arg, const struct store_reply *rep)
 	}
 	json_t *res =
 	    rep->status == STORE_OK && rep->value ? json_loads(rep->value, 0, NULL) : NULL;
-	if (res && json_integer_value(json_object_get(res, "inbox")) > 0) {
-		struct rcpt *n = realloc(c->rcpts, (c->nrcpt + 1) * sizeof(*n));
-		if (!n)
-			abort();
-		c->rcpts = n;
-		memset(&n[c->nrcpt], 0, sizeof(*n));
-		n[c->nrcpt].addr = lk->addr;
-		n[c->nrcpt].inbox = json_integer_value(json_object_get(res, "inbox"));
-		c->nrcpt++;
+	int64_t inbox = json_integer_value(json_object_get(res, "inbox"));
+	if (inbox > 0) {
+		rcpt_cache_put(c->em, lk->addr, inbox);
+		rcpt_accept(c, lk->addr, inbox);
 		lk->addr = NULL;
-		reply(c, "250 2.1.5 recipient ok");
 	} else if (rep->status == STORE_OK) {
 		reply(c, "550 5.1.1 <%s>: no such inbox here", lk->addr);
 	} else {
@@ -720,6 +775,13 @@ static void cmd_rcpt(struct econn *c, const char *arg)
 	if (c->nrcpt >= EMAIL_MAX_RECIPIENTS) {
 		free(to);
 		reply(c, "452 4.5.3 too many recipients");
+		return;
+	}
+	/* the cache saves a round trip; while the store is down the mail could not be stored
+	 * anyway, so the answer is 451 at once */
+	int64_t cached = store_available(c->em->app->store) ? rcpt_cache_get(c->em, to) : 0;
+	if (cached > 0) {
+		rcpt_accept(c, to, cached);
 		return;
 	}
 	struct lookup *lk = calloc(1, sizeof(*lk));
