@@ -74,6 +74,9 @@ DECLARE
     v_follows bigint;
     v_opened  boolean := false;
     v_natt    int := 0;
+    v_route   jsonb;
+    v_last_agent bigint;
+    v_last_at timestamptz;
     c         conversations;
     m         messages;
     e         email_message_ids;
@@ -185,10 +188,34 @@ BEGIN
     END LOOP;
     UPDATE conversations SET last_message_at = m.created_at, subject = coalesce(subject, v_subject)
      WHERE id = c.id RETURNING * INTO c;
+    IF v_opened THEN
+        -- cd_route_info(c.id) for a conversation just opened (no offer, no agent, nothing
+        -- rejected), built here: cd_route_info is a SQL function, planned again at every
+        -- call, which cost 40 % of an ingest.  tests/e2e/test_email.py compares the two.
+        SELECT p.agent_id, coalesce(p.resolved_at, p.closed_at, p.last_message_at, p.updated_at)
+          INTO v_last_agent, v_last_at
+          FROM conversations p
+         WHERE p.customer_id = c.customer_id AND p.id <> c.id AND p.agent_id IS NOT NULL
+         ORDER BY p.id DESC
+         LIMIT 1;
+        v_route := jsonb_build_object(
+            'id', c.id, 'queue', c.queue_id, 'channel', c.channel, 'tier', c.tier,
+            'priority', c.priority, 'enqueued_at', cd_ms(c.enqueued_at), 'customer', c.customer_id,
+            'status', c.status, 'agent', c.agent_id, 'target_agent', c.target_agent_id,
+            'offer', NULL, 'offer_agent', NULL, 'offer_expires_at', NULL,
+            'last_agent', v_last_agent, 'last_agent_at', cd_ms(v_last_at),
+            'rejected', '[]'::jsonb,
+            'sla', jsonb_build_object('policy', c.sla_policy_id,
+                                      'first_response_due', cd_ms(c.first_response_due),
+                                      'next_response_due', cd_ms(c.next_response_due),
+                                      'resolution_due', cd_ms(c.resolution_due),
+                                      'paused_at', cd_ms(c.sla_paused_at)),
+            'created_at', cd_ms(c.created_at));
+    END IF;
     RETURN jsonb_build_object('duplicate', false, 'conversation', c.id, 'message', m.id, 'customer', v_cust,
                               'opened', v_opened, 'threaded_by', v_by, 'follows', v_follows,
                               'status', c.status, 'agent', c.agent_id, 'queue', c.queue_id,
-                              'route', CASE WHEN v_opened THEN cd_route_info(c.id) END,
+                              'route', v_route,
                               'attachments', v_natt);
 END
 $$;

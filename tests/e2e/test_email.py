@@ -3,6 +3,7 @@ inbox, 552 beyond limits.max_email_bytes, the same Message-ID stored once, threa
 In-Reply-To / References and by a [#ID] subject token (only from the conversation's own
 customer), per-recipient LMTP replies, dot-unstuffing, STARTTLS and the SMTP listener."""
 import email
+import json
 import email.policy
 import re
 import smtplib
@@ -228,6 +229,18 @@ class Listeners(Email):
         self.assertEqual(status, 200, obj)
         q = {x["name"]: x for x in obj["queues"]}
         self.assertEqual(q["support"]["waiting"], 1, obj)
+
+    def test_route_info_matches(self):
+        """cd_email_ingest builds the router's record itself: it must equal cd_route_info."""
+        inbox = self.db("SELECT id FROM inboxes WHERE address = 'support@example.com'")
+        res = self.db("SELECT cd_email_ingest(jsonb_build_object("
+                      "'inbox', %s, 'from', jsonb_build_object('email', 'rt@example.com'), "
+                      "'subject', 's', 'message_id', 'rt@x', 'body', 'b'))" % inbox)
+        route = json.loads(res)["route"]
+        self.assertIsNotNone(route)
+        same = self.db("SELECT '%s'::jsonb = cd_route_info(%d)"
+                       % (json.dumps(route), route["id"]))
+        self.assertEqual(same, "t")
 
     def test_unknown_inbox_550(self):
         c = self.lmtp()
