@@ -76,12 +76,15 @@ typedef void (*store_cb)(void *arg, const struct store_reply *reply);
 /* Makes a pool of POOL_SIZE connections to CONNINFO (copied); connecting starts at once.
  * Never fails for an unreachable database. */
 struct store *store_new(struct event_base *base, const char *conninfo, int pool_size);
-/* Closes every connection; pending callbacks are called with STORE_UNAVAILABLE first. */
+/* Closes every connection; pending callbacks are called with STORE_UNAVAILABLE first. *S is
+ * NULL before they run, and calls on a NULL store are refused (-1), so a callback that calls
+ * the store again cannot use the store being freed. */
 void store_free(struct store **s);
 
 /* Queues query Q with text PARAMS (copied; NULL is SQL NULL). Returns 0 when accepted (CB
  * will be called exactly once, never from inside this call), or -1 when the store is
- * unavailable or its queue is full (CB is not called: answer "unavailable" at once). */
+ * unavailable (or S is NULL: shut down) or its queue is full (CB is not called: answer
+ * "unavailable" at once). */
 int store_call(struct store *s, enum store_query q, int nparams, const char *const *params,
 	       store_cb cb, void *arg);
 
@@ -97,7 +100,7 @@ int store_call_json(struct store *s, enum store_query q, struct json_t *p, store
 int store_batch_add(struct store *s, enum store_query q, struct json_t *payload, store_cb cb,
 		    void *arg);
 
-/* True while at least one connection is up. */
+/* True while at least one connection is up (false for NULL). */
 bool store_available(const struct store *s);
 /* The schema version last read from schema_migrations (-1 when unknown). */
 int store_schema_version(const struct store *s);

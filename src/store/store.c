@@ -668,7 +668,7 @@ void store_free(struct store **sp)
 int store_call(struct store *s, enum store_query q, int nparams, const char *const *params,
 	       store_cb cb, void *arg)
 {
-	if (s->up == 0 || s->queued >= STORE_MAX_QUEUED || nparams > STORE_MAX_PARAMS ||
+	if (!s || s->up == 0 || s->queued >= STORE_MAX_QUEUED || nparams > STORE_MAX_PARAMS ||
 	    nparams != queries[q].nparams)
 		return -1;
 	struct store_req *r = calloc(1, sizeof(*r));
@@ -700,7 +700,7 @@ int store_call_json(struct store *s, enum store_query q, json_t *p, store_cb cb,
 
 int store_batch_add(struct store *s, enum store_query q, json_t *payload, store_cb cb, void *arg)
 {
-	if (s->up == 0 || s->queued >= STORE_MAX_QUEUED || !queries[q].batch) {
+	if (!s || s->up == 0 || s->queued >= STORE_MAX_QUEUED || !queries[q].batch) {
 		json_decref(payload);
 		return -1;
 	}
@@ -717,7 +717,7 @@ int store_batch_add(struct store *s, enum store_query q, json_t *payload, store_
 
 bool store_available(const struct store *s)
 {
-	return s->up > 0;
+	return s && s->up > 0;
 }
 
 int store_schema_version(const struct store *s)

@@ -6,6 +6,7 @@
 
 #include <check.h>
 #include <event2/event.h>
+#include <jansson.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -200,6 +201,39 @@ START_TEST(pending_calls_fail_unavailable_on_free)
 }
 END_TEST
 
+/* A callback run by store_free calls the store again, as the router does when a decision
+ * fails: the call must be refused (-1), not crash on the store being freed. */
+struct again {
+	struct store **sp;
+	int rc;
+	bool done;
+};
+
+static void call_again_cb(void *arg, const struct store_reply *rep)
+{
+	struct again *a = arg;
+	(void)rep;
+	a->done = true;
+	a->rc = store_call(*a->sp, STORE_Q_SCHEMA_VERSION, 0, NULL, result_cb, NULL);
+	json_t *p = json_object();
+	int rc2 = store_batch_add(*a->sp, STORE_Q_API_EVENTS, p, result_cb, NULL);
+	if (rc2 != -1)
+		a->rc = rc2;
+	if (store_available(*a->sp))
+		a->rc = 1;
+}
+
+START_TEST(callbacks_during_free_cannot_call_the_store)
+{
+	struct store *s = connected_store();
+	struct again a = {&s, 0, false};
+	ck_assert_int_eq(store_call(s, STORE_Q_SCHEMA_VERSION, 0, NULL, call_again_cb, &a), 0);
+	store_free(&s);
+	ck_assert(a.done);
+	ck_assert_int_eq(a.rc, -1);
+}
+END_TEST
+
 int main(void)
 {
 	srandom((unsigned)time(NULL) ^ (unsigned)getpid());
@@ -213,6 +247,7 @@ int main(void)
 	tcase_add_test(tc, unreachable_database_is_unavailable);
 	tcase_add_test(tc, reconnects_after_backends_are_killed);
 	tcase_add_test(tc, pending_calls_fail_unavailable_on_free);
+	tcase_add_test(tc, callbacks_during_free_cannot_call_the_store);
 	suite_add_tcase(su, tc);
 	SRunner *sr = srunner_create(su);
 	srunner_run_all(sr, CK_NORMAL);
