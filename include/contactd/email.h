@@ -39,9 +39,10 @@ struct email_reload *email_reload_prepare(struct email *em, const struct config 
 void email_reload_commit(struct email *em, struct email_reload *rl);
 void email_reload_abort(struct email *em, struct email_reload *rl);
 
-/* Drain: stop accepting; mails in flight are finished. */
+/* Drain (app->draining is set): stop accepting; idle sessions get 421 and close, the others
+ * after the mail they are sending or waiting for is answered. */
 void email_stop_accepting(struct email *em);
-/* Mail transactions waiting on a worker or the store (drain waits for them). */
+/* Mails being received, or waiting on a worker or the store (drain waits for them). */
 unsigned email_in_flight(const struct email *em);
 
 /* ---- the MIME normaliser (src/channels/email/mime.c): pure, thread-safe ------------------ */

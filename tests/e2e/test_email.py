@@ -6,6 +6,7 @@ import email
 import json
 import email.policy
 import re
+import signal
 import smtplib
 import socket
 import ssl
@@ -411,6 +412,28 @@ class Listeners(Email):
         self.d.wait_ready(timeout=30)
         self.deliver(mail(message_id="down@x"))
         self.assertEqual(self.db("SELECT count(*) FROM messages"), "1")
+    def test_drain_tells_idle_sessions(self):
+        """SIGTERM: an idle session gets 421 and the connection closes; the daemon exits 0."""
+        r = Raw(self.lport)
+        self.addCleanup(r.close)
+        self.assertEqual(r.reply()[0], 220)
+        r.send("LHLO test\r\n")
+        self.assertEqual(r.reply()[0], 250)
+        self.d.kill(signal.SIGTERM)
+        code, lines = r.reply()
+        self.assertEqual(code, 421, lines)
+        self.assertIn("4.3.2", lines[0])
+        self.assertEqual(self.d.proc.wait(30), 0)
+
+    def test_reload_moves_listener(self):
+        """SIGHUP with a new lmtp address: the listener moves, mail flows on the new port."""
+        new = free_port()
+        self.d.listen["lmtp"] = "127.0.0.1:%d" % new
+        self.d.write_config()
+        self.d.kill(signal.SIGHUP)
+        self.d.wait_log(r"event=listener_moved listener=lmtp")
+        self.lport = new
+        self.deliver(mail(message_id="after-reload@x"))
 
 class LargeMail(Email):
     extra = {"limits.max_email_bytes": "1048576"}

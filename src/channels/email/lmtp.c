@@ -928,6 +928,14 @@ static bool data_step(struct econn *c, struct evbuffer *in)
 
 static void process(struct econn *c)
 {
+	/* draining: a session between mails is told and closed (RFC 5321 4.3.2: 421); a mail
+	 * being received or stored is finished first */
+	if (c->bev && c->em->app->draining && !c->busy && !c->in_data && !c->closing &&
+	    !c->starttls) {
+		reply(c, "421 4.3.2 %s shutting down", c->em->hostname);
+		close_after_flush(c);
+		return;
+	}
 	while (c->bev && !c->busy && !c->closing && !c->starttls) {
 		struct evbuffer *in = bufferevent_get_input(c->bev);
 		if (c->in_data) {
@@ -1164,9 +1172,20 @@ void email_stop_accepting(struct email *em)
 	for (int i = 0; em && i < L_COUNT; i++)
 		if (em->l[i])
 			listener_disable(em->l[i]);
+	/* idle sessions get their 421 now, the others when their mail is done (process) */
+	for (struct econn *c = em ? em->conns : NULL, *next; c; c = next) {
+		next = c->next;
+		process(c);
+	}
 }
 
 unsigned email_in_flight(const struct email *em)
 {
-	return em ? em->in_flight : 0;
+	if (!em)
+		return 0;
+	unsigned n = em->in_flight;
+	for (const struct econn *c = em->conns; c; c = c->next)
+		n += c->in_data || c->closing; /* a mail being received is finished, and a
+						* last reply (421) flushed */
+	return n;
 }
