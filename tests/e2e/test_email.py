@@ -375,6 +375,37 @@ class Listeners(Email):
         self.assertEqual(code, 250, resp)
         self.assertEqual(self.db("SELECT count(*) FROM messages"), "1")
 
+    def test_starttls_discards_pipelined_commands(self):
+        """RFC 3207 section 5: what was sent after STARTTLS in the clear is not obeyed."""
+        r = Raw(self.lport)
+        self.addCleanup(r.close)
+        r.reply()
+        r.send("LHLO x\r\n")
+        r.reply()
+        r.send("STARTTLS\r\nMAIL FROM:<evil@example.com>\r\n")
+        self.assertEqual(r.reply()[0], 220)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        r.sock = ctx.wrap_socket(r.sock, server_hostname="localhost")
+        r.buf = b""
+        r.send("LHLO x\r\n")
+        self.assertEqual(r.reply()[0], 250)
+        r.send("RCPT TO:<support@example.com>\r\n")
+        self.assertEqual(r.reply()[0], 503)  # the injected MAIL was dropped
+
+    def test_recipient_limit(self):
+        r = Raw(self.lport)
+        self.addCleanup(r.close)
+        r.reply()
+        r.send("LHLO x\r\nMAIL FROM:<ana@example.com>\r\n")
+        r.reply()
+        r.reply()
+        r.send("RCPT TO:<support@example.com>\r\n" * 101)
+        codes = [r.reply()[0] for _ in range(101)]
+        self.assertEqual(codes[:100], [250] * 100)
+        self.assertEqual(codes[100], 452)
+
     def test_smtp_listener(self):
         s = smtplib.SMTP("127.0.0.1", self.sport, timeout=10)
         self.addCleanup(s.close)
