@@ -2,7 +2,7 @@
 # and contactd daemons on free ports.  Source it after `set -euo pipefail` and cd "$ROOT".
 #   bench_build [targets...]         builds into $B (build-bench/)
 #   bench_pg_start                   sets CONN and PGDIR; stopped on exit
-#   bench_daemon_start DB [KEY=VAL]  a fresh database DB; sets CPORT PPORT HPORT TOKEN DAEMON
+#   bench_daemon_start DB [KEY=VAL]  a fresh database DB; sets CPORT PPORT HPORT LPORT TOKEN DAEMON
 #   bench_daemon_stop
 B=$ROOT/build-bench
 DAEMON=""
@@ -31,7 +31,7 @@ bench_free_port() {
 bench_daemon_start() {
     local db=$1
     psql -X -q "$CONN" -c "CREATE DATABASE $db"
-    CPORT=$(bench_free_port) PPORT=$(bench_free_port) HPORT=$(bench_free_port)
+    CPORT=$(bench_free_port) PPORT=$(bench_free_port) HPORT=$(bench_free_port) LPORT=$(bench_free_port)
     local conf=$PGDIR.$db.conf
     cat >"$conf" <<CFG
 [daemon]
@@ -42,7 +42,7 @@ pool_size = 4
 [listen]
 client = 127.0.0.1:$CPORT
 phone = 127.0.0.1:$PPORT
-lmtp =
+lmtp = 127.0.0.1:$LPORT
 http = 127.0.0.1:$HPORT
 CFG
     "$B/contactd" -c "$conf" --migrate >/dev/null

@@ -7,6 +7,7 @@
 #include "contactd/migrate.h"
 #include "contactd/ndjson.h"
 #include "contactd/outbound.h"
+#include "contactd/email.h"
 #include "contactd/phone.h"
 #include "contactd/routing.h"
 #include "contactd/sla.h"
@@ -167,7 +168,7 @@ static void janitor_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	unsigned pending = (app->http ? http_server_in_flight(app->http) : 0) +
 			   (app->chat ? chat_in_flight(app->chat) : 0) +
-			   webhooks_in_flight(app->webhooks);
+			   webhooks_in_flight(app->webhooks) + email_in_flight(app->email);
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	bool timeout = now.tv_sec - d->drain_started.tv_sec >= DRAIN_MAX_S;
@@ -204,6 +205,7 @@ static void term_cb(evutil_socket_t sig, short what, void *arg)
 	phone_stop_accepting(d->app.phone);
 	stream_drain(d->app.stream);
 	webhooks_drain(d->app.webhooks);
+	email_stop_accepting(d->app.email);
 	janitor_cb(-1, 0, d);
 }
 
@@ -231,6 +233,7 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 	struct chat_reload *cr = NULL;
 	struct phone_reload *pr = NULL;
 	struct webhooks_reload *wr = NULL;
+	struct email_reload *er = NULL;
 	if (app->http && !(hr = http_server_reload_prepare(app->http, next, &err)))
 		goto failed;
 	if (app->chat && !(cr = chat_reload_prepare(app->chat, next, &err))) {
@@ -254,6 +257,17 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 			http_server_reload_abort(app->http, hr);
 		goto failed;
 	}
+	if (app->email && !(er = email_reload_prepare(app->email, next, &err))) {
+		if (wr)
+			webhooks_reload_abort(app->webhooks, wr);
+		if (pr)
+			phone_reload_abort(app->phone, pr);
+		if (cr)
+			chat_reload_abort(app->chat, cr);
+		if (hr)
+			http_server_reload_abort(app->http, hr);
+		goto failed;
+	}
 	if (hr)
 		http_server_reload_commit(app->http, hr);
 	if (cr)
@@ -262,6 +276,8 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 		phone_reload_commit(app->phone, pr);
 	if (wr)
 		webhooks_reload_commit(app->webhooks, wr);
+	if (er)
+		email_reload_commit(app->email, er);
 	char changed[512];
 	if (config_restart_only_changes(app->cfg, next, changed, sizeof(changed)) > 0)
 		log_warn("reload_needs_restart", "keys=%s", changed);
@@ -385,6 +401,26 @@ static int run(struct config *cfg)
 		free(app->cfg);
 		return 1;
 	}
+	app->email = email_new(app, &err);
+	if (!app->email) {
+		char q[600];
+		log_error("start_failed", "error=%s", log_quote(q, sizeof(q), err));
+		free(err);
+		phone_free(&app->phone);
+		webhooks_free(&app->webhooks);
+		stream_free(&app->stream);
+		sla_free(&app->sla);
+		routing_free(&app->routing);
+		chat_free(&app->chat);
+		outbound_free(&app->outbound);
+		http_server_free(&app->http);
+		store_free(&app->store);
+		worker_pool_free(&app->workers);
+		event_base_free(app->base);
+		config_free(app->cfg);
+		free(app->cfg);
+		return 1;
+	}
 	d.ev_hup = evsignal_new(app->base, SIGHUP, hup_cb, &d);
 	d.ev_term = evsignal_new(app->base, SIGTERM, term_cb, &d);
 	d.ev_int = evsignal_new(app->base, SIGINT, term_cb, &d);
@@ -401,12 +437,6 @@ static int run(struct config *cfg)
 				     (suseconds_t)(wd_usec / 2 % 1000000)};
 		event_add(d.ev_watchdog, &wt);
 	}
-	/* listeners of channels this build does not serve yet: say so rather than stay silent */
-	const char *unserved[][2] = {{"lmtp", cfg->listen_lmtp}, {"smtp", cfg->listen_smtp}};
-	for (size_t i = 0; i < sizeof(unserved) / sizeof(unserved[0]); i++)
-		if (*unserved[i][1])
-			log_warn("listener_not_served", "listener=%s addr=%s", unserved[i][0],
-				 unserved[i][1]);
 	log_info("started", "version=%s config=%s pid=%d schema_want=%d", CONTACTD_VERSION,
 		 cfg->path, (int)getpid(), migrate_latest_version());
 	sd_notify(0, "READY=1\nSTATUS=starting");
@@ -422,6 +452,7 @@ static int run(struct config *cfg)
 	stream_free(&app->stream);
 	http_server_free(&app->http);
 	phone_free(&app->phone);
+	email_free(&app->email);
 	sla_free(&app->sla);
 	routing_free(&app->routing);
 	chat_free(&app->chat);

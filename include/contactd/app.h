@@ -18,6 +18,7 @@ struct outbound;
 struct phone;
 struct stream;
 struct webhooks;
+struct email;
 
 struct app {
 	struct event_base *base;
@@ -32,6 +33,7 @@ struct app {
 	struct phone *phone;	   /* phone listeners and PBX sessions */
 	struct stream *stream;	   /* GET /v1/stream (SSE) and events_log pruning */
 	struct webhooks *webhooks; /* event POSTs to webhooks.urls */
+	struct email *email;	   /* lmtp / smtp listeners */
 	time_t started_at;
 	bool draining;	      /* SIGTERM: stop accepting, finish in-flight work */
 	bool migrating;	      /* start-up migrations running on a worker */

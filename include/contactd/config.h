@@ -48,6 +48,8 @@ struct config {
 
 	/* [email] */
 	char *email_relay;
+	long email_retry_base_s; /* first retry after this; doubles each attempt */
+	long email_max_attempts; /* then the reply is failed */
 
 	/* [webhooks] */
 	char *webhooks_urls;

@@ -406,6 +406,8 @@ static const struct cfg_key keys[] = {
     KSTR("chat", "identity_secret", chat_identity_secret, "", CFG_SECRET, NULL),
 
     KSTR("email", "relay", email_relay, "", 0, check_relay),
+    KINT("email", "retry_base_s", email_retry_base_s, "60", 1, 86400, 0),
+    KINT("email", "max_attempts", email_max_attempts, "10", 1, 100, 0),
 
     KSTR("webhooks", "urls", webhooks_urls, "", 0, check_urls),
     KSTR("webhooks", "secret", webhooks_secret, "", CFG_SECRET, NULL),

@@ -94,6 +94,15 @@ static const struct {
     [STORE_Q_WEBHOOK_ACK] = {"webhook_ack", "SELECT cd_webhook_ack($1::jsonb)::text", 1, false},
     [STORE_Q_WEBHOOK_FAILED] = {"webhook_failed", "SELECT cd_webhook_failed($1::jsonb)::text", 1,
 				false},
+    [STORE_Q_EMAIL_RCPT] = {"email_rcpt", "SELECT cd_email_rcpt($1)::text", 1, false},
+    [STORE_Q_EMAIL_INGEST] = {"email_ingest", "SELECT cd_email_ingest_batch($1::jsonb)::text", 1,
+			      true},
+    [STORE_Q_EMAIL_INGEST_ONE] =
+	{"email_ingest_one",
+	 "SELECT (cd_email_ingest_batch(jsonb_build_array($1::jsonb)) -> 0)::text", 1, false},
+    [STORE_Q_EMAIL_CLAIM] = {"email_claim", "SELECT cd_email_outbox_claim($1::int, $2::int)::text",
+			     2, false},
+    [STORE_Q_EMAIL_DONE] = {"email_done", "SELECT cd_email_outbox_done($1::jsonb)::text", 1, false},
 };
 
 static const double latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
