@@ -9,8 +9,8 @@
 # 2. starts a throwaway PostgreSQL (scripts/pg-sandbox, durable: fsync and synchronous_commit
 #    on);
 # 3. pg-ceiling --mode pipeline --batch 100 (the batched ceiling);
-# 4. contactd with a client listener; chat-load closed loop (N customers x W in flight),
-#    then open loop at 2,000 messages/s for latency;
+# 4. contactd with a client listener; chat-load open loop at 2,000 messages/s for latency
+#    (first: steady state), then closed loop (N customers x W in flight) for throughput;
 # 5. prints the figures and the ratio, and appends every JSON line to
 #    bench/results/chat-load-<time>.jsonl.
 set -euo pipefail
@@ -69,12 +69,14 @@ DAEMON=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$HPORT/readyz" >/dev/null && break; sleep 0.1; done
 curl -sf -H "Authorization: Bearer $TOKEN" -d '{"name":"general"}' "http://127.0.0.1:$HPORT/v1/queues" >/dev/null
 
-echo "== chat-load closed loop: $CUSTOMERS customers x $WINDOW in flight" >&2
-"$B/chat-load" --port "$CPORT" --customers "$CUSTOMERS" --window "$WINDOW" --seconds "$SECONDS_" \
-    --label chat-load-closed | tee -a "$OUT"
+# The open loop runs first: it measures steady-state latency, not the checkpoint and
+# autovacuum that follow the closed loop's burst of writes.
 echo "== chat-load open loop: 2000 messages/s" >&2
 "$B/chat-load" --port "$CPORT" --customers 100 --rate 2000 --seconds "$SECONDS_" \
     --label chat-load-2000 | tee -a "$OUT"
+echo "== chat-load closed loop: $CUSTOMERS customers x $WINDOW in flight" >&2
+"$B/chat-load" --port "$CPORT" --customers "$CUSTOMERS" --window "$WINDOW" --seconds "$SECONDS_" \
+    --label chat-load-closed | tee -a "$OUT"
 
 python3 - "$OUT" <<'PY'
 import json, sys
