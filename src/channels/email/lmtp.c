@@ -67,7 +67,9 @@ struct rcpt {
 	char *addr;
 	int64_t inbox;
 	struct mail *m;
-	int code; /* 0 while its store call runs */
+	json_t *payload; /* built on the worker: cd_email_ingest's item (small mails) */
+	char *text;	 /* or already serialised there (large mails: kept off the loop) */
+	int code;	 /* 0 while its store call runs */
 	char reply[160];
 	int64_t conversation;
 	bool duplicate;
@@ -271,8 +273,11 @@ static void on_read(struct bufferevent *bev, void *arg)
 
 static void mail_free(struct mail *m)
 {
-	for (size_t i = 0; i < m->nrcpt; i++)
+	for (size_t i = 0; i < m->nrcpt; i++) {
 		free(m->rcpts[i].addr);
+		json_decref(m->rcpts[i].payload);
+		free(m->rcpts[i].text);
+	}
 	free(m->rcpts);
 	free(m->mail_from);
 	free(m->raw);
@@ -413,10 +418,42 @@ static void set_failed(struct rcpt *r, int code, const char *text)
 	snprintf(r->reply, sizeof(r->reply), "%d %s", code, text);
 }
 
+/* On the worker: one cd_email_ingest item per recipient. A large mail's items are
+ * serialised here too, so that the event loop never formats megabytes of JSON. */
+static void build_payloads(struct mail *m)
+{
+	if (!m->rec)
+		m->rec = json_object();
+	/* no address in From: the envelope sender stands in */
+	json_t *from = json_object_get(m->rec, "from");
+	if (!json_is_object(from)) {
+		from = json_object();
+		json_object_set_new(m->rec, "from", from);
+	}
+	if (!json_string_value(json_object_get(from, "email")) && m->mail_from && *m->mail_from)
+		json_object_set_new(from, "email", json_string(m->mail_from));
+	json_object_set_new(m->rec, "size", json_integer((json_int_t)m->len));
+	for (size_t i = 0; i < m->nrcpt; i++) {
+		struct rcpt *r = &m->rcpts[i];
+		json_t *p = json_copy(m->rec);
+		json_object_set_new(p, "inbox", json_integer(r->inbox));
+		json_object_set_new(p, "envelope",
+				    json_pack("{s:s, s:s}", "mail_from",
+					      m->mail_from ? m->mail_from : "", "rcpt", r->addr));
+		if (m->len <= EMAIL_BATCH_MAX_BYTES) {
+			r->payload = p;
+		} else {
+			r->text = json_dumps(p, JSON_COMPACT);
+			json_decref(p);
+		}
+	}
+}
+
 static void parse_work(void *arg)
 {
 	struct mail *m = arg;
 	m->rec = email_mime_parse(m->raw, m->len, m->max_att);
+	build_payloads(m);
 	struct timespec t1;
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	m->parse_ms =
@@ -429,32 +466,23 @@ static void parse_done(void *arg)
 	struct email *em = m->em;
 	free(m->raw);
 	m->raw = NULL;
-	if (!m->rec)
-		m->rec = json_object();
-	/* no address in From: the envelope sender stands in */
-	json_t *from = json_object_get(m->rec, "from");
-	if (!json_is_object(from)) {
-		from = json_object();
-		json_object_set_new(m->rec, "from", from);
-	}
-	if (!json_string_value(json_object_get(from, "email")) && m->mail_from && *m->mail_from)
-		json_object_set_new(from, "email", json_string(m->mail_from));
-	json_object_set_new(m->rec, "size", json_integer((json_int_t)m->len));
 	m->waiting = m->nrcpt;
 	for (size_t i = 0; i < m->nrcpt; i++) {
 		struct rcpt *r = &m->rcpts[i];
-		json_t *p = json_copy(m->rec);
-		json_object_set_new(p, "inbox", json_integer(r->inbox));
-		json_object_set_new(p, "envelope",
-				    json_pack("{s:s, s:s}", "mail_from",
-					      m->mail_from ? m->mail_from : "", "rcpt", r->addr));
 		/* small mails are group-committed; a large one goes alone (its JSON holds the
 		 * attachments, and a batch of a hundred of those would be one huge query) */
-		int rc =
-		    m->len <= EMAIL_BATCH_MAX_BYTES
-			? store_batch_add(em->app->store, STORE_Q_EMAIL_INGEST, p, ingest_cb, r)
-			: store_call_json(em->app->store, STORE_Q_EMAIL_INGEST_ONE, p, ingest_cb,
-					  r);
+		int rc = -1;
+		if (r->payload) {
+			rc = store_batch_add(em->app->store, STORE_Q_EMAIL_INGEST, r->payload,
+					     ingest_cb, r);
+			r->payload = NULL; /* stolen */
+		} else if (r->text) {
+			const char *params[1] = {r->text};
+			rc = store_call(em->app->store, STORE_Q_EMAIL_INGEST_ONE, 1, params,
+					ingest_cb, r);
+			free(r->text);
+			r->text = NULL;
+		}
 		if (rc < 0) {
 			set_failed(r, 451,
 				   "4.3.0 temporarily unable to store the message; try again "

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# run-bigmail-chat -- does one 25 MB mail stall chat? (issue: a mail of limits.max_email_bytes
+# with attachments is ingested while chat runs at 2,000 messages/s; chat's ack p99 should
+# stay <= 20 ms.)  Against a durable throwaway PostgreSQL:
+#   1. chat-load open loop at 2,000 msgs/s for S seconds: the baseline;
+#   2. the same again, with one ~25 MB mail (a ~18.5 MB attachment, base64) sent over LMTP
+#      after 3 s; prints the chat figures and the mail's time to its 250.
+#
+#   bench/run-bigmail-chat.sh [--seconds S]
+#
+# Lines are appended to bench/results/bigmail-chat-<time>.jsonl.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+cd "$ROOT"
+# shellcheck source=lib-daemon.sh
+source bench/lib-daemon.sh
+SECS=15
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --seconds) SECS=$2; shift 2;;
+        *) echo "usage: $0 [--seconds S]" >&2; exit 2;;
+    esac
+done
+bench_build chat-load
+mkdir -p bench/results
+OUT=bench/results/bigmail-chat-$(date -u +%Y%m%dT%H%M%SZ).jsonl
+bench_pg_start
+bench_daemon_start bigmail
+api() { curl -sf -H "Authorization: Bearer $TOKEN" -d "$2" "http://127.0.0.1:$HPORT$1" >/dev/null; }
+api /v1/queues '{"name":"general"}'
+api /v1/inboxes '{"address":"support@bench.test","queue":"general"}'
+
+echo "== baseline: chat at 2000 msgs/s, ${SECS}s" >&2
+"$B/chat-load" --port "$CPORT" --customers 100 --rate 2000 --seconds "$SECS" \
+    --label chat-2000-baseline | tee -a "$OUT"
+echo "== chat at 2000 msgs/s with one 25 MB mail after 3 s" >&2
+"$B/chat-load" --port "$CPORT" --customers 100 --rate 2000 --seconds "$SECS" \
+    --label chat-2000-bigmail >"$PGDIR.chat.json" &
+CHAT=$!
+sleep 3
+python3 - "$LPORT" <<'PY' | tee -a "$OUT"
+import json, os, smtplib, sys, time
+from email.message import EmailMessage
+msg = EmailMessage()
+msg["From"] = "Big Sender <big@example.org>"
+msg["To"] = "support@bench.test"
+msg["Subject"] = "the whole archive"
+msg["Message-ID"] = "<big-%d@example.org>" % os.getpid()
+msg.set_content("Please find the archive attached.\n")
+msg.add_attachment(os.urandom(18_500_000), maintype="application", subtype="octet-stream",
+                   filename="archive.bin")
+data = msg.as_bytes()
+lm = smtplib.LMTP("127.0.0.1", int(sys.argv[1]))
+lm.ehlo("bench")
+t0 = time.perf_counter()
+refused = lm.sendmail("big@example.org", ["support@bench.test"], data)
+ms = (time.perf_counter() - t0) * 1000
+lm.quit()
+print(json.dumps({"bench": "bigmail", "bytes": len(data), "ms_to_250": round(ms, 1),
+                  "refused": len(refused)}))
+PY
+wait "$CHAT"
+tee -a "$OUT" <"$PGDIR.chat.json"
+python3 - "$OUT" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
+base = next(r for r in rows if r.get("bench") == "chat-2000-baseline")
+big = next(r for r in rows if r.get("bench") == "chat-2000-bigmail")
+mail = next(r for r in rows if r.get("bench") == "bigmail")
+print("\nchat ack at 2000 msgs/s: baseline p50 %.2f / p99 %.2f ms; with the mail p50 %.2f / "
+      "p99 %.2f ms, max %.1f ms (target p99 <= 20 ms)"
+      % (base["p50_ms"], base["p99_ms"], big["p50_ms"], big["p99_ms"], big["max_ms"]))
+print("mail: %.1f MB, 250 after %.0f ms" % (mail["bytes"] / 1e6, mail["ms_to_250"]))
+PY
+echo "results: $OUT" >&2
