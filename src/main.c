@@ -327,6 +327,34 @@ static void raise_nofile(long max_connections)
 			 (unsigned long long)rl.rlim_cur, max_connections);
 }
 
+/* Frees whatever was made of D, at exit or after a failed start (each part may be NULL).
+ * Connections first; then workers and the store finish what waits on them (their callbacks
+ * reply to nobody or to live HTTP requests); the listeners' owners last. */
+static void teardown(struct daemon *d)
+{
+	struct app *app = &d->app;
+	ndjson_conn_free_all();
+	worker_pool_free(&app->workers);
+	store_free(&app->store);
+	webhooks_free(&app->webhooks);
+	stream_free(&app->stream);
+	http_server_free(&app->http);
+	phone_free(&app->phone);
+	email_free(&app->email);
+	sla_free(&app->sla);
+	routing_free(&app->routing);
+	chat_free(&app->chat);
+	outbound_free(&app->outbound);
+	struct event *evs[] = {d->ev_hup, d->ev_term, d->ev_int, d->ev_janitor, d->ev_watchdog};
+	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+		if (evs[i])
+			event_free(evs[i]);
+	event_base_free(app->base);
+	free(d->migrate_error);
+	config_free(app->cfg);
+	free(app->cfg);
+}
+
 static int run(struct config *cfg)
 {
 	struct daemon d;
@@ -349,78 +377,21 @@ static int run(struct config *cfg)
 	app->store = store_new(app->base, cfg->db_conninfo, (int)cfg->db_pool_size);
 	store_set_state_cb(app->store, store_state_cb, &d);
 	char *err = NULL;
-	app->http = http_server_new(app, &err);
-	if (!app->http) {
-		char q[600];
-		log_error("start_failed", "error=%s", log_quote(q, sizeof(q), err));
-		free(err);
-		store_free(&app->store);
-		worker_pool_free(&app->workers);
-		event_base_free(app->base);
-		config_free(app->cfg);
-		free(app->cfg);
-		return 1;
-	}
+	if (!(app->http = http_server_new(app, &err)))
+		goto start_failed;
 	app->outbound = outbound_new();
-	app->chat = chat_new(app, &err);
-	if (!app->chat) {
-		char q[600];
-		log_error("start_failed", "error=%s", log_quote(q, sizeof(q), err));
-		free(err);
-		outbound_free(&app->outbound);
-		http_server_free(&app->http);
-		store_free(&app->store);
-		worker_pool_free(&app->workers);
-		event_base_free(app->base);
-		config_free(app->cfg);
-		free(app->cfg);
-		return 1;
-	}
+	if (!(app->chat = chat_new(app, &err)))
+		goto start_failed;
 	struct routing_notify notify = {chat_notify_agent, chat_notify_customer, app->chat};
 	app->routing = routing_new(app, &notify);
 	struct sla_notify sla_notify = {chat_notify_agent, chat_notify_topic, app->chat};
 	app->sla = sla_new(app, &sla_notify);
 	app->stream = stream_new(app);
 	app->webhooks = webhooks_new(app);
-	app->phone = phone_new(app, &err);
-	if (!app->phone) {
-		char q[600];
-		log_error("start_failed", "error=%s", log_quote(q, sizeof(q), err));
-		free(err);
-		webhooks_free(&app->webhooks);
-		stream_free(&app->stream);
-		sla_free(&app->sla);
-		routing_free(&app->routing);
-		chat_free(&app->chat);
-		outbound_free(&app->outbound);
-		http_server_free(&app->http);
-		store_free(&app->store);
-		worker_pool_free(&app->workers);
-		event_base_free(app->base);
-		config_free(app->cfg);
-		free(app->cfg);
-		return 1;
-	}
-	app->email = email_new(app, &err);
-	if (!app->email) {
-		char q[600];
-		log_error("start_failed", "error=%s", log_quote(q, sizeof(q), err));
-		free(err);
-		phone_free(&app->phone);
-		webhooks_free(&app->webhooks);
-		stream_free(&app->stream);
-		sla_free(&app->sla);
-		routing_free(&app->routing);
-		chat_free(&app->chat);
-		outbound_free(&app->outbound);
-		http_server_free(&app->http);
-		store_free(&app->store);
-		worker_pool_free(&app->workers);
-		event_base_free(app->base);
-		config_free(app->cfg);
-		free(app->cfg);
-		return 1;
-	}
+	if (!(app->phone = phone_new(app, &err)))
+		goto start_failed;
+	if (!(app->email = email_new(app, &err)))
+		goto start_failed;
 	d.ev_hup = evsignal_new(app->base, SIGHUP, hup_cb, &d);
 	d.ev_term = evsignal_new(app->base, SIGTERM, term_cb, &d);
 	d.ev_int = evsignal_new(app->base, SIGINT, term_cb, &d);
@@ -443,30 +414,16 @@ static int run(struct config *cfg)
 
 	event_base_dispatch(app->base);
 
-	/* connections first; then workers and the store finish what waits on them (their
-	 * callbacks reply to nobody or to live HTTP requests); the listeners' owners last */
-	ndjson_conn_free_all();
-	worker_pool_free(&app->workers);
-	store_free(&app->store);
-	webhooks_free(&app->webhooks);
-	stream_free(&app->stream);
-	http_server_free(&app->http);
-	phone_free(&app->phone);
-	email_free(&app->email);
-	sla_free(&app->sla);
-	routing_free(&app->routing);
-	chat_free(&app->chat);
-	outbound_free(&app->outbound);
-	struct event *evs[] = {d.ev_hup, d.ev_term, d.ev_int, d.ev_janitor, d.ev_watchdog};
-	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
-		if (evs[i])
-			event_free(evs[i]);
-	event_base_free(app->base);
-	free(d.migrate_error);
+	teardown(&d);
 	log_info("stopped", "pid=%d", (int)getpid());
-	config_free(app->cfg);
-	free(app->cfg);
 	return 0;
+
+start_failed:;
+	char q[600];
+	log_error("start_failed", "error=%s", log_quote(q, sizeof(q), err));
+	free(err);
+	teardown(&d);
+	return 1;
 }
 
 int main(int argc, char **argv)
