@@ -19,7 +19,8 @@
 --   message.in                    messages with direction 'in' (from customers, on every
 --                                 channel) {conversation, message, channel, customer,
 --                                 external_id (the channel's id of the message, or null),
---                                 body, created_at}
+--                                 body (its first 16384 characters: a long e-mail is not
+--                                 copied whole into the log), body_truncated, created_at}
 -- Not logged: internal notes (agents only).  All triggers are statement
 -- level with transition tables: a group commit of 100 chat messages costs one trigger
 -- call and one INSERT ... SELECT.
@@ -91,7 +92,8 @@ BEGIN
     SELECT 'message.in',
            jsonb_build_object('conversation', n.conversation_id, 'message', n.id,
                               'channel', n.channel, 'customer', n.author_customer_id,
-                              'external_id', n.external_id, 'body', n.body,
+                              'external_id', n.external_id, 'body', left(n.body, 16384),
+                              'body_truncated', length(n.body) > 16384,
                               'created_at', cd_ts(n.created_at))
       FROM cd_new_rows n
      WHERE n.direction = 'in'

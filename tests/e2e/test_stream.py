@@ -176,6 +176,23 @@ class Stream(DaemonTest):
                        % after)
         return [(int(r.split()[0]), r.split()[1]) for r in rows.split("\n") if r]
 
+    def test_a_long_customer_message_is_cut_on_the_stream_not_in_the_store(self):
+        s = self.sse(token=self.reader, query="?after=0")
+        c = self.connect()
+        self.assertEqual(c.request({"type": "hello", "role": "customer", "name": "Long",
+                                    "queue": "billing"})["type"], "ok")
+        body = "é" * 5000 + "x" * 15000  # cut by characters, not bytes
+        r = c.request({"type": "message", "body": body})
+        self.assertEqual(r["type"], "ok")
+        got = s.events_until(lambda e: e["event"] == "message.in")
+        m_in = got[-1]["data"]["data"]
+        self.assertEqual(m_in["message"], r["message"])
+        self.assertEqual(m_in["body"], body[:16384])
+        self.assertIs(m_in["body_truncated"], True)
+        s.close()
+        stored = self.db("SELECT length(body) FROM messages WHERE id = %d" % r["message"])
+        self.assertEqual(stored.strip(), "20000")
+
     def test_chat_exchange_then_resume_exactly(self):
         s = self.sse(token=self.reader, query="?after=0")
         self.assertEqual(s.status, 200)
@@ -197,6 +214,7 @@ class Stream(DaemonTest):
         m_in = next(e for e in got if e["event"] == "message.in")["data"]["data"]
         self.assertEqual((m_in["conversation"], m_in["message"], m_in["channel"], m_in["body"]),
                          (conv, r["message"], "chat", "my invoice"))
+        self.assertIs(m_in["body_truncated"], False)
         enq = next(e for e in got if e["event"] == "conversation.enqueued")["data"]["data"]
         self.assertEqual(enq["conversation"], conv)
         self.assertIn("queue", enq["data"])
