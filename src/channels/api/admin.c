@@ -87,6 +87,9 @@ static void done_cb(void *arg, const struct store_reply *rep)
 	     strcmp(kind(r), "agents") == 0) &&
 	    r->app->routing)
 		routing_resync(r->app->routing); /* what routing decides on changed */
+	if (r->method != EVHTTP_REQ_GET && r->method != EVHTTP_REQ_HEAD &&
+	    strcmp(kind(r), "api-tokens") == 0)
+		api_token_cache_clear(r->srv);
 	if (op && op->token) {
 		json_t *obj = json_loads(rep->value, 0, NULL);
 		if (obj) {

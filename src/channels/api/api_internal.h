@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "contactd/secret.h"
 #include "contactd/store.h"
 
 struct app;
@@ -26,6 +27,8 @@ struct api_req {
 	int nsegs;
 	struct evkeyvalq query;
 	json_t *token; /* the caller's token {id, name, scopes}, NULL when none needed */
+	char token_hash[SECRET_SHA256_HEXLEN +
+			1]; /* hex SHA-256 of the bearer token, while authenticating */
 	const char *scope;
 	void (*handler)(struct api_req *r);
 	void *data; /* the handler's own, freed by data_free when set */
@@ -50,6 +53,10 @@ json_t *api_read_object(struct api_req *r);
 
 /* The decoded value of query parameter NAME, or NULL. */
 const char *api_query(struct api_req *r, const char *name);
+
+/* Forgets every cached token lookup (after an api-tokens write: a revoked token or a
+ * changed scope counts from the next request). */
+void api_token_cache_clear(struct http_server *srv);
 
 /* Handlers (admin.c). */
 bool admin_is_kind(const char *seg);

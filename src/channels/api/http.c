@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <strings.h>
 #include <sys/queue.h>
 
@@ -38,12 +39,25 @@ struct http_listener {
 	char *addr; /* what it is bound to, "" when off */
 };
 
+/* Tokens looked up lately, so that a busy integrator's every request does not cost a store
+ * round trip. An entry lives TOKEN_CACHE_TTL_MS; an api-tokens write through this process
+ * empties the cache (another node's revocation takes effect within the TTL). */
+#define TOKEN_CACHE_SIZE   64
+#define TOKEN_CACHE_TTL_MS 5000
+
+struct token_entry {
+	char hash[SECRET_SHA256_HEXLEN + 1];
+	json_t *token; /* {id, name, scopes}; NULL: empty slot */
+	int64_t expires_ms;
+};
+
 struct http_server {
 	struct app *app;
 	struct http_listener l[L_COUNT];
 	SSL_CTX *tls_ctx;
 	unsigned in_flight;
 	struct http_stats stats;
+	struct token_entry tokens[TOKEN_CACHE_SIZE];
 };
 
 /* ---- replies ---------------------------------------------------------------------------- */
@@ -212,6 +226,40 @@ static bool token_has_scope(json_t *token, const char *scope)
 	return false;
 }
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The slot of HASH (hex SHA-256: its last 8 digits are as good as any). */
+static struct token_entry *token_slot(struct http_server *srv, const char *hash)
+{
+	unsigned long v = strtoul(hash + SECRET_SHA256_HEXLEN - 8, NULL, 16);
+	return &srv->tokens[v % TOKEN_CACHE_SIZE];
+}
+
+void api_token_cache_clear(struct http_server *srv)
+{
+	for (size_t i = 0; i < TOKEN_CACHE_SIZE; i++) {
+		json_decref(srv->tokens[i].token);
+		srv->tokens[i].token = NULL;
+	}
+}
+
+/* Scope check, then the handler. R->token is set. */
+static void authorized(struct api_req *r)
+{
+	if (!token_has_scope(r->token, r->scope)) {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "this token lacks the %s scope", r->scope);
+		api_reply_error(r, 403, "forbidden", msg, NULL);
+		return;
+	}
+	r->handler(r);
+}
+
 static void token_cb(void *arg, const struct store_reply *rep)
 {
 	struct api_req *r = arg;
@@ -225,14 +273,13 @@ static void token_cb(void *arg, const struct store_reply *rep)
 		api_reply_error(r, 401, "unauthorized", "unknown or revoked API token", NULL);
 		return;
 	}
+	struct token_entry *e = token_slot(r->srv, r->token_hash);
+	json_decref(e->token);
+	memcpy(e->hash, r->token_hash, sizeof(e->hash));
+	e->token = json_incref(tok);
+	e->expires_ms = mono_ms() + TOKEN_CACHE_TTL_MS;
 	r->token = tok;
-	if (!token_has_scope(tok, r->scope)) {
-		char msg[128];
-		snprintf(msg, sizeof(msg), "this token lacks the %s scope", r->scope);
-		api_reply_error(r, 403, "forbidden", msg, NULL);
-		return;
-	}
-	r->handler(r);
+	authorized(r);
 }
 
 static void authenticate(struct api_req *r)
@@ -254,9 +301,14 @@ static void authenticate(struct api_req *r)
 		api_reply_error(r, 401, "unauthorized", "unknown or revoked API token", NULL);
 		return;
 	}
-	char hash[SECRET_SHA256_HEXLEN + 1];
-	secret_sha256_hex(tok, len, hash);
-	const char *params[1] = {hash};
+	secret_sha256_hex(tok, len, r->token_hash);
+	struct token_entry *e = token_slot(r->srv, r->token_hash);
+	if (e->token && mono_ms() < e->expires_ms && strcmp(e->hash, r->token_hash) == 0) {
+		r->token = json_incref(e->token);
+		authorized(r);
+		return;
+	}
+	const char *params[1] = {r->token_hash};
 	if (store_call(r->app->store, STORE_Q_TOKEN_LOOKUP, 1, params, token_cb, r) < 0)
 		api_reply_unavailable(r);
 }
@@ -504,6 +556,7 @@ void http_server_free(struct http_server **srvp)
 	}
 	if (srv->tls_ctx)
 		SSL_CTX_free(srv->tls_ctx);
+	api_token_cache_clear(srv);
 	free(srv);
 }
 
