@@ -234,30 +234,12 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 	struct phone_reload *pr = NULL;
 	struct webhooks_reload *wr = NULL;
 	struct email_reload *er = NULL;
-	if (app->http && !(hr = http_server_reload_prepare(app->http, next, &err)))
-		goto failed;
-	if (app->chat && !(cr = chat_reload_prepare(app->chat, next, &err))) {
-		if (hr)
-			http_server_reload_abort(app->http, hr);
-		goto failed;
-	}
-	if (app->phone && !(pr = phone_reload_prepare(app->phone, next, &err))) {
-		if (cr)
-			chat_reload_abort(app->chat, cr);
-		if (hr)
-			http_server_reload_abort(app->http, hr);
-		goto failed;
-	}
-	if (app->webhooks && !(wr = webhooks_reload_prepare(app->webhooks, next, &err))) {
-		if (pr)
-			phone_reload_abort(app->phone, pr);
-		if (cr)
-			chat_reload_abort(app->chat, cr);
-		if (hr)
-			http_server_reload_abort(app->http, hr);
-		goto failed;
-	}
-	if (app->email && !(er = email_reload_prepare(app->email, next, &err))) {
+	if ((app->http && !(hr = http_server_reload_prepare(app->http, next, &err))) ||
+	    (app->chat && !(cr = chat_reload_prepare(app->chat, next, &err))) ||
+	    (app->phone && !(pr = phone_reload_prepare(app->phone, next, &err))) ||
+	    (app->webhooks && !(wr = webhooks_reload_prepare(app->webhooks, next, &err))) ||
+	    (app->email && !(er = email_reload_prepare(app->email, next, &err)))) {
+		/* one part could not: the parts prepared so far are abandoned, nothing changed */
 		if (wr)
 			webhooks_reload_abort(app->webhooks, wr);
 		if (pr)
