@@ -53,10 +53,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-CONN=$("$SANDBOX" start --dir "$SBDIR" --unix --fsync off --sync off --shared-buffers 128MB 2>"$SBDIR.start.log") || {
-    cat "$SBDIR.start.log" >&2; rm -f "$SBDIR.start.log"; echo "FAIL cannot start PostgreSQL"; exit 1; }
-rm -f "$SBDIR.start.log"
-export PGCONNECT_TIMEOUT=10
+sandbox_start 128MB
 # the functions must not depend on it; UTC makes failure output comparable
 export PGTZ=UTC
 
@@ -65,24 +62,7 @@ echo "# PostgreSQL: $(q 'SHOW server_version')"
 # ---------------------------------------------------------------------------
 # Migrations, as src/store/migrate.c applies them
 # ---------------------------------------------------------------------------
-shopt -s nullglob
-FILES=("$ROOT"/sql/[0-9][0-9][0-9][0-9]_*.sql)
-shopt -u nullglob
-if [[ " ${FILES[*]} " == *"/0005_sla.sql "* ]]; then pass "migrations: 0005_sla.sql present"; else fail "migrations: 0005_sla.sql present" "${FILES[*]}"; fi
-bad=$(grep -n -i -E '^[[:space:]]*(BEGIN|COMMIT|ROLLBACK|START[[:space:]]+TRANSACTION|ABORT)[[:space:]]*(WORK|TRANSACTION)?[[:space:]]*;' "$ROOT/sql/0005_sla.sql" || true)
-if [[ -z $bad ]]; then pass "migrations: 0005 has no transaction control statements"; else fail "migrations: 0005 has no transaction control statements" "$bad"; fi
-
-out=$(q 'CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())')
-[[ -z $out ]] || fail "migrations: create schema_migrations" "$out"
-ok=1
-for f in "${FILES[@]}"; do
-    b=${f##*/}; v=$((10#${b:0:4}))
-    out=$(psqlc -c "SET client_min_messages = warning" -c "BEGIN" -c "$(cat "$f")" \
-                -c "INSERT INTO schema_migrations (version, name) VALUES ($v, '$b')" -c "COMMIT" 2>&1)
-    if [[ -n $out ]]; then ok=0; fail "migrations: apply $b (daemon style)" "$out"; fi
-done
-(( ok )) && pass "migrations: all applied (daemon style)"
-if (( ! ok )); then echo "# cannot go on without the schema"; exit 1; fi
+migrate_daemon_style 0005_sla.sql
 
 # Test helpers:
 #   t_set(k, id) / t(k)           named ids (as check_chat.sh)

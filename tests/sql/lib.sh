@@ -68,3 +68,37 @@ check_err() {
 got:  $state [$col] $msg"
     fi
 }
+
+# sandbox_start SHARED_BUFFERS  -- a throwaway cluster in $SBDIR ($SANDBOX; fsync and
+# synchronous_commit off: tests only); sets CONN, or exits when it cannot start.
+sandbox_start() {
+    CONN=$("$SANDBOX" start --dir "$SBDIR" --unix --fsync off --sync off --shared-buffers "$1" \
+               2>"$SBDIR.start.log") || {
+        cat "$SBDIR.start.log" >&2; rm -f "$SBDIR.start.log"; echo "FAIL cannot start PostgreSQL"; exit 1; }
+    rm -f "$SBDIR.start.log"
+    export PGCONNECT_TIMEOUT=10
+}
+
+# migrate_daemon_style FILE  -- checks that sql/FILE (the migration the caller tests) is there
+# without transaction control statements, then applies every sql/NNNN_*.sql as
+# src/store/migrate.c does (one transaction each: the script, then its schema_migrations row).
+# Sets FILES; exits when the schema could not be built.
+migrate_daemon_style() {
+    local key=$1 num=${1:0:4} bad out ok=1 f b v
+    shopt -s nullglob
+    FILES=("$ROOT"/sql/[0-9][0-9][0-9][0-9]_*.sql)
+    shopt -u nullglob
+    if [[ " ${FILES[*]} " == *"/$key "* ]]; then pass "migrations: $key present"; else fail "migrations: $key present" "${FILES[*]}"; fi
+    bad=$(grep -n -i -E '^[[:space:]]*(BEGIN|COMMIT|ROLLBACK|START[[:space:]]+TRANSACTION|ABORT)[[:space:]]*(WORK|TRANSACTION)?[[:space:]]*;' "$ROOT/sql/$key" || true)
+    if [[ -z $bad ]]; then pass "migrations: $num has no transaction control statements"; else fail "migrations: $num has no transaction control statements" "$bad"; fi
+    out=$(q 'CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())')
+    [[ -z $out ]] || fail "migrations: create schema_migrations" "$out"
+    for f in "${FILES[@]}"; do
+        b=${f##*/}; v=$((10#${b:0:4}))
+        out=$(psqlc -c "SET client_min_messages = warning" -c "BEGIN" -c "$(cat "$f")" \
+                    -c "INSERT INTO schema_migrations (version, name) VALUES ($v, '$b')" -c "COMMIT" 2>&1)
+        if [[ -n $out ]]; then ok=0; fail "migrations: apply $b (daemon style)" "$out"; fi
+    done
+    (( ok )) && pass "migrations: all applied (daemon style)"
+    if (( ! ok )); then echo "# cannot go on without the schema"; exit 1; fi
+}
