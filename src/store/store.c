@@ -363,6 +363,8 @@ static void finish_batch(struct store *s, struct store_req *r, const struct stor
 static void finish(struct store *s, struct store_req *r, struct store_reply *rep)
 {
 	rep->elapsed_s = since(&r->started);
+	log_debug("store_query", "query=%s items=%d status=%d ms=%.3f", queries[r->q].name,
+		  r->nitems, (int)rep->status, rep->elapsed_s * 1e3);
 	s->nqueries++;
 	s->sum_s += rep->elapsed_s;
 	for (int i = 0; i < NBOUNDS; i++)
