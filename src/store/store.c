@@ -9,10 +9,15 @@
 #include <string.h>
 #include <time.h>
 
-#define STORE_MAX_POOL	     64
-#define STORE_MAX_PARAMS     8
-#define STORE_MAX_QUEUED     10000
-#define STORE_BATCH_MAX	     100 /* items per group commit (bench: ~50k rows/s at 100) */
+#define STORE_MAX_POOL	 64
+#define STORE_MAX_PARAMS 8
+#define STORE_MAX_QUEUED 10000
+#define STORE_BATCH_MAX	 100 /* items per group commit (bench: ~50k rows/s at 100) */
+/* Batches of one query in the queue or running at once. While they run, new items wait and
+ * go out together: two keep the disk busy (one commits while the next runs) without
+ * splitting the traffic into many small batches whose fixed cost (plans, triggers, one
+ * commit each) would then be paid many times over on 2 cores. */
+#define STORE_BATCH_INFLIGHT 2
 #define STORE_CONNECT_TMO_S  10
 #define STORE_BACKOFF_MIN_MS 250
 #define STORE_BACKOFF_MAX_MS 5000
@@ -158,6 +163,7 @@ struct store {
 	struct store_req *head, *tail;
 	unsigned queued; /* requests in the queue plus items in accumulators */
 	struct batch_acc acc[STORE_Q__COUNT];
+	int batches_out[STORE_Q__COUNT]; /* batch requests queued or running, per query */
 	int up;
 	int schema_version;
 	struct event *ev_dispatch;
@@ -209,9 +215,11 @@ static void enqueue_req(struct store *s, struct store_req *r, bool front)
 }
 
 /* A request for ITEMS[0..N) (taken over), its payloads joined into one JSON array. */
-static struct store_req *batch_req(enum store_query q, struct store_item *items, int n)
+static struct store_req *batch_req(struct store *s, enum store_query q, struct store_item *items,
+				   int n)
 {
 	struct store_req *r = calloc(1, sizeof(*r));
+	s->batches_out[q]++;
 	json_t *arr = json_array();
 	for (int i = 0; i < n; i++)
 		json_array_append(arr, items[i].payload);
@@ -231,7 +239,7 @@ static void seal_batch(struct store *s, enum store_query q)
 	struct batch_acc *a = &s->acc[q];
 	if (a->n == 0)
 		return;
-	struct store_req *r = batch_req(q, a->items, a->n);
+	struct store_req *r = batch_req(s, q, a->items, a->n);
 	s->queued -= (unsigned)a->n;
 	a->items = NULL;
 	a->n = 0;
@@ -330,7 +338,7 @@ static void finish_batch(struct store *s, struct store_req *r, const struct stor
 			struct store_item *one = malloc(sizeof(*one));
 			*one = r->items[i];
 			r->items[i].payload = NULL;
-			enqueue_req(s, batch_req(r->q, one, 1), true);
+			enqueue_req(s, batch_req(s, r->q, one, 1), true);
 		}
 		schedule_dispatch(s);
 		free(start);
@@ -372,9 +380,12 @@ static void finish(struct store *s, struct store_req *r, struct store_reply *rep
 			s->buckets[i]++;
 	if (rep->status == STORE_ERROR || rep->status == STORE_UNAVAILABLE)
 		s->nerrors++;
-	if (r->nitems > 0)
+	if (r->nitems > 0) {
+		/* items held back while it ran go out now, on any idle connection */
+		if (s->batches_out[r->q]-- == STORE_BATCH_INFLIGHT && s->acc[r->q].n > 0)
+			schedule_dispatch(s);
 		finish_batch(s, r, rep);
-	else if (r->cb)
+	} else if (r->cb)
 		r->cb(r->arg, rep);
 	req_free(r);
 }
@@ -575,9 +586,11 @@ static void conn_dispatch(struct store_conn *c)
 	struct store *s = c->s;
 	if (c->state != SC_IDLE)
 		return;
-	/* group commit: what accumulated while every connection was busy goes out together */
+	/* group commit: what accumulated while every connection was busy, or while enough
+	 * batches of its query were running, goes out together */
 	for (int q = 0; !s->head && q < STORE_Q__COUNT; q++)
-		seal_batch(s, (enum store_query)q);
+		if (s->batches_out[q] < STORE_BATCH_INFLIGHT)
+			seal_batch(s, (enum store_query)q);
 	if (!s->head)
 		return;
 	c->cur = s->head;
