@@ -326,10 +326,15 @@ BEGIN
         PERFORM cd_invalid('expires_at', 'must not be in the past');
     END IF;
     v_reason := coalesce(p -> 'reason', 'null');
-    IF NOT EXISTS (SELECT 1 FROM agents a WHERE a.id = v_agent AND a.deleted_at IS NULL) THEN
-        PERFORM cd_not_found(format('agent %s not found', v_agent));
+    -- the live agent and the conversation's row lock in one statement; when either is
+    -- missing, the errors of cd_agent_live and cd_conversation_lock in their order
+    SELECT cv.* INTO c FROM conversations cv
+     WHERE cv.id = v_conv AND EXISTS (SELECT 1 FROM agents a WHERE a.id = v_agent AND a.deleted_at IS NULL)
+       FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        PERFORM cd_agent_live(v_agent);
+        c := cd_conversation_lock(v_conv);
     END IF;
-    c := cd_conversation_lock(v_conv);
     IF c.status <> 'queued' THEN
         PERFORM cd_wrong_state(format('conversation %s is %s, not queued', c.id, c.status));
     END IF;
@@ -370,14 +375,20 @@ BEGIN
     v_reason := cd_opt(p, 'reason');
     v_cmid := CASE WHEN p -> 'client_msg_id' IS NULL THEN NULL ELSE cd_j_client_msg_id(p) END;
 
-    SELECT * INTO o FROM offers WHERE id = v_offer;
-    IF NOT FOUND THEN PERFORM cd_not_found(format('offer %s not found', v_offer)); END IF;
-    IF v_cmid IS NOT NULL THEN
+    IF v_cmid IS NULL THEN
+        -- the offer's conversation, locked, in one statement (no retry key to look up first)
+        SELECT cv.* INTO c FROM conversations cv
+         WHERE cv.id = (SELECT x.conversation_id FROM offers x WHERE x.id = v_offer)
+           FOR NO KEY UPDATE;
+    END IF;
+    IF c.id IS NULL THEN
+        SELECT * INTO o FROM offers WHERE id = v_offer;
+        IF NOT FOUND THEN PERFORM cd_not_found(format('offer %s not found', v_offer)); END IF;
         v_replay := cd_request_replay('agent', o.agent_id, v_cmid, 'offer');
         IF v_replay IS NOT NULL THEN RETURN v_replay; END IF;
+        -- lock order: the conversation, then the offer (as everywhere)
+        c := cd_conversation_lock(o.conversation_id);
     END IF;
-    -- lock order: the conversation, then the offer (as everywhere)
-    c := cd_conversation_lock(o.conversation_id);
     SELECT * INTO o FROM offers WHERE id = v_offer FOR UPDATE;
     IF o.state <> 'pending' THEN
         PERFORM cd_wrong_state(format('offer %s is already %s', o.id, o.state));
