@@ -105,6 +105,32 @@ class Phone(DaemonTest):
         self.assertEqual(self.db("SELECT count(DISTINCT customer_id) FROM conversations "
                                  "WHERE channel = 'voice'"), "1")
 
+    def test_a_call_in_a_queue_with_an_sla_policy_gets_its_sla_events(self):
+        # the SLA poller is told about a call with clocks at once (a call in a queue without
+        # a policy has none and no longer kicks it)
+        self.post("/v1/sla-policies", {"name": "fast", "first_response_s": 2, "warn_pct": 50})
+        self.post("/v1/queues", {"name": "hotline", "sla_policy": "fast"})
+        self.post("/v1/agents", {"login": "sue", "name": "Sue", "password": "sue-password",
+                                 "role": "supervisor"})
+        sup = Ndjson(self.cport)
+        self.clients.append(sup)
+        self.assertEqual(sup.request({"type": "hello", "role": "agent", "login": "sue",
+                                      "password": "sue-password"})["type"], "ok")
+        self.assertEqual(sup.request({"type": "subscribe", "topics": ["sla"]})["type"], "ok")
+        pbx = self.pbx()
+        plain = self.call(pbx, "queued", "call-plain", queue="sales", **{"from": "+15550101"})
+        conv = self.call(pbx, "queued", "call-sla", queue="hotline",
+                         **{"from": "+15550102"})["conversation"]
+        warn = sup.event("sla", timeout=5)
+        self.assertEqual((warn["conversation"], warn["timer"], warn["state"]),
+                         (conv, "first_response", "warning"))
+        breach = sup.event("sla", timeout=5)
+        self.assertEqual((breach["conversation"], breach["state"]), (conv, "breached"))
+        self.assertEqual(self.db("SELECT count(*) FROM sla_timers WHERE conversation_id = %d"
+                                 % plain["conversation"]), "0")
+        self.assertEqual(self.db("SELECT string_agg(timer, ',' ORDER BY timer) FROM sla_timers "
+                                 "WHERE conversation_id = %d" % conv), "first_response")
+
     def test_duplicates_are_stored_once_and_late_events_never_move_back(self):
         pbx = self.pbx()
         r1 = self.call(pbx, "queued", "call-9", queue="sales", event_id="e1",
