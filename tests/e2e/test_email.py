@@ -232,6 +232,40 @@ class Listeners(Email):
         q = {x["name"]: x for x in obj["queues"]}
         self.assertEqual(q["support"]["waiting"], 1, obj)
 
+    def test_dot_lines_in_pieces(self):
+        """DATA arriving in small pieces that split line ends and dots: dot-stuffed lines
+        are unstuffed wherever they fall, other lines are kept as received, and only
+        "." alone on a line ends the mail."""
+        import random
+        rnd = random.Random(7)
+        lines = []
+        for i in range(1000):
+            k = rnd.random()
+            lines.append(("." if k < 0.2 else "") + ("x" * rnd.randrange(0, 40)) + str(i)
+                         + (" ." if k > 0.9 else ""))
+        lines[10] = "."        # a lone dot inside the body, stuffed: ".."
+        lines[11] = ".\t."
+        stuffed = "\r\n".join(("." + ln) if ln.startswith(".") else ln for ln in lines)
+        data = mail(message_id="pieces@x", body=stuffed + "\r\n").replace(b"\n", b"\n")
+        r = Raw(self.lport)
+        self.addCleanup(r.close)
+        self.assertEqual(r.reply()[0], 220)
+        r.send("LHLO test\r\nMAIL FROM:<ana@example.com>\r\nRCPT TO:<support@example.com>\r\n"
+               "DATA\r\n")
+        self.assertEqual([r.reply()[0] for _ in range(4)], [250, 250, 250, 354])
+        wire = data + b".\r\n"
+        i = 0
+        while i < len(wire):
+            n = rnd.choice((1, 2, 3, 7, 100, 4096))
+            r.send(wire[i:i + n])
+            i += n
+            if rnd.random() < 0.01:
+                time.sleep(0.01)
+        code, lines_ = r.reply()
+        self.assertEqual(code, 250, lines_)
+        body = self.db("SELECT body FROM messages")
+        self.assertEqual(body, "\n".join(lines))
+
     def test_route_info_matches(self):
         """cd_email_ingest builds the router's record itself: it must equal cd_route_info."""
         inbox = self.db("SELECT id FROM inboxes WHERE address = 'support@example.com'")
@@ -568,7 +602,7 @@ class LargeMail(Email):
         self.assertEqual(self.db("SELECT length(a.bytes) FROM attachments a"), str(len(blob)))
 
     def test_chunked_attachment_round_trip(self):
-        """A 600 KB attachment is staged as chunks of 256 KB (the last one shorter) before
+        """A 600 KB attachment is staged as chunks of 64 KB (the last one shorter) before
         the ingest, linked in order, and reads back byte for byte; a redelivery and another
         mail with the same attachment store no chunk twice."""
         blob = os.urandom(600 * 1024)
@@ -577,20 +611,20 @@ class LargeMail(Email):
         self.assertEqual(self.db("SELECT a.bytes IS NULL FROM attachments a"), "t")
         self.assertEqual(self.db("SELECT string_agg(length(b.bytes)::text, ',' ORDER BY l.ord) "
                                  "FROM attachment_chunks l JOIN email_blob_chunks b "
-                                 "ON b.sha256 = l.chunk"), "262144,262144,90112")
+                                 "ON b.sha256 = l.chunk"), ",".join(["65536"] * 9 + ["24576"]))
         # exactly the bytes, not only the same hash: compare the hex of the whole
         self.assertEqual(self.db("SELECT encode(cd_attachment_bytes(id), 'hex') FROM attachments"),
                          blob.hex())
-        self.d.wait_log(r"event=email_received .*chunks=3 ")
+        self.d.wait_log(r"event=email_received .*chunks=10 ")
         # the MTA delivers it again: a duplicate, nothing new
         self.assertEqual(self.deliver(self.attached(blob, "chunked@x")), conv)
-        self.assertEqual(self.db("SELECT count(*) FROM email_blob_chunks"), "3")
+        self.assertEqual(self.db("SELECT count(*) FROM email_blob_chunks"), "10")
         # another mail with the same attachment: a new attachment, the same chunks
         conv2 = self.deliver(self.attached(blob, "chunked-again@x", name="copy.bin"))
         self.assertNotEqual(conv2, conv)
         self.assertEqual(self.attachment_of(conv2), self.expect(blob, "copy.bin"))
-        self.assertEqual(self.db("SELECT count(*) FROM email_blob_chunks"), "3")
-        self.assertEqual(self.db("SELECT count(*) FROM attachment_chunks"), "6")
+        self.assertEqual(self.db("SELECT count(*) FROM email_blob_chunks"), "10")
+        self.assertEqual(self.db("SELECT count(*) FROM attachment_chunks"), "20")
 
     def test_failure_after_staging_acknowledges_nothing(self):
         """The chunks are committed but the ingest fails: 451, nothing stored; the MTA's
@@ -609,11 +643,11 @@ class LargeMail(Email):
         c.quit()
         self.assertEqual(self.db("SELECT count(*) FROM messages"), "0")
         self.assertEqual(self.db("SELECT count(*) FROM attachments"), "0")
-        self.assertEqual(self.db("SELECT count(*) FROM email_blob_chunks"), "2")
+        self.assertEqual(self.db("SELECT count(*) FROM email_blob_chunks"), "5")
         self.db("DROP TRIGGER test_fail ON attachments")
         conv = self.deliver(self.attached(blob, "retry@x"))
         self.assertEqual(self.attachment_of(conv), self.expect(blob))
-        self.assertEqual(self.db("SELECT count(*) FROM email_blob_chunks"), "2")
+        self.assertEqual(self.db("SELECT count(*) FROM email_blob_chunks"), "5")
 
     def test_ingest_checks_chunks(self):
         """An item naming a chunk never staged, or chunks that do not add up to the size,
@@ -651,7 +685,7 @@ class LargeMail(Email):
         self.d.wait_log(r"event=email_chunks_pruned deleted=1\b")
         self.assertEqual(self.db("SELECT string_agg(encode(bytes, 'hex'), ',') FROM "
                                  "email_blob_chunks WHERE length(bytes) < 10"), "02")
-        self.assertEqual(self.db("SELECT count(*) FROM email_blob_chunks"), "3")
+        self.assertEqual(self.db("SELECT count(*) FROM email_blob_chunks"), "6")
         conv = int(self.db("SELECT conversation_id FROM messages"))
         self.assertEqual(self.attachment_of(conv), self.expect(blob))
 
