@@ -92,4 +92,5 @@ print("while the mail was sent and stored (%d acks): p50 %.2f / p99 %.2f ms, max
       % (win["acked"], win["p50_ms"] or 0, win["p99_ms"] or 0, win["max_ms"] or 0))
 print("mail: %.1f MB, 250 after %.0f ms" % (mail["bytes"] / 1e6, mail["ms_to_250"]))
 PY
+rm -f "$PGDIR.mail" "$PGDIR.samples"
 echo "results: $OUT" >&2
