@@ -1,5 +1,5 @@
--- 0017_email_fast.sql -- inbound e-mail: a cheaper group commit, and large attachments
--- staged in small transactions before the mail's own.
+-- 0017_email_fast.sql -- inbound e-mail: a cheaper group commit, large attachments
+-- staged in small transactions before the mail's own, lz4 for what is toasted.
 --
 -- 1. cd_email_ingest_batch (0012) called cd_email_ingest once per mail: about fifteen
 --    statements each, and every INSERT into messages / conversation_events fired their
@@ -14,7 +14,7 @@
 --    sees the earlier mails' Message-IDs (dedupe and threading) as if they were stored.
 --    Same answers; cd_email_ingest(p) is the one-item case.
 -- 2. email_blob_chunks: an attachment's bytes can be staged beforehand in chunks (the
---    daemon stages attachments above 256 KB in chunks of 256 KB, each its own short
+--    daemon stages attachments above 256 KB in chunks of 64 KB, each its own short
 --    transaction, content-addressed by sha256 so that a retry stores nothing twice), and
 --    the ingest only links them (attachment_chunks): the mail's transaction no longer
 --    writes megabytes of WAL that every other commit waits behind.  cd_attachment_bytes
