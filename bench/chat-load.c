@@ -169,11 +169,11 @@ static int cmp(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"host", 1, 0, 'h'},   {"port", 1, 0, 'p'},	   {"customers", 1, 0, 'n'},
-	    {"window", 1, 0, 'w'}, {"seconds", 1, 0, 's'}, {"rate", 1, 0, 'r'},
-	    {"warmup", 1, 0, 'W'}, {"label", 1, 0, 'l'},   {"samples", 1, 0, 'S'},
-	    {0, 0, 0, 0}};
+	static const struct option opts[] = {{"host", 1, 0, 'h'},      {"port", 1, 0, 'p'},
+					     {"customers", 1, 0, 'n'}, {"window", 1, 0, 'w'},
+					     {"seconds", 1, 0, 's'},   {"rate", 1, 0, 'r'},
+					     {"warmup", 1, 0, 'W'},    {"label", 1, 0, 'l'},
+					     {"samples", 1, 0, 'S'},   {0, 0, 0, 0}};
 	int o;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (o) {
