@@ -3,7 +3,10 @@
  * one JSON line: acknowledged messages/s and ack latency percentiles.
  *
  *   chat-load [--host H] [--port P] [--customers N] [--window W] [--seconds S]
- *             [--rate R] [--warmup S] [--label TEXT]
+ *             [--rate R] [--warmup S] [--label TEXT] [--samples FILE]
+ *
+ * --samples FILE writes every measured ack as "SENT LATENCY_MS", SENT in CLOCK_MONOTONIC
+ * seconds (Python's time.monotonic()), to pick out a window afterwards.
  *
  * Closed loop by default: every customer keeps W messages in flight. With --rate R the
  * customers together send R messages/s (open loop, paced every millisecond), for latency
@@ -36,8 +39,9 @@ static const char *label = "chat-load";
 static struct cust *custs;
 static double t_start, t_measure, t_end;
 static uint64_t acked, errors, sent;
-static double *lat;
+static double *lat, *lat_sent;
 static size_t nlat, caplat;
+static const char *samples_path;
 static double tokens;
 static int ready_count;
 
@@ -98,7 +102,9 @@ static void read_cb(struct bufferevent *bev, void *arg)
 				if (nlat == caplat) {
 					caplat = caplat ? caplat * 2 : 1 << 16;
 					lat = realloc(lat, caplat * sizeof(*lat));
+					lat_sent = realloc(lat_sent, caplat * sizeof(*lat_sent));
 				}
+				lat_sent[nlat] = c->sent_at[ref % WINDOW_CAP];
 				lat[nlat++] = t - c->sent_at[ref % WINDOW_CAP];
 			}
 		} else {
@@ -163,10 +169,11 @@ static int cmp(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"host", 1, 0, 'h'},   {"port", 1, 0, 'p'},	   {"customers", 1, 0, 'n'},
-	    {"window", 1, 0, 'w'}, {"seconds", 1, 0, 's'}, {"rate", 1, 0, 'r'},
-	    {"warmup", 1, 0, 'W'}, {"label", 1, 0, 'l'},   {0, 0, 0, 0}};
+	static const struct option opts[] = {{"host", 1, 0, 'h'},      {"port", 1, 0, 'p'},
+					     {"customers", 1, 0, 'n'}, {"window", 1, 0, 'w'},
+					     {"seconds", 1, 0, 's'},   {"rate", 1, 0, 'r'},
+					     {"warmup", 1, 0, 'W'},    {"label", 1, 0, 'l'},
+					     {"samples", 1, 0, 'S'},   {0, 0, 0, 0}};
 	int o;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (o) {
@@ -194,9 +201,13 @@ int main(int argc, char **argv)
 		case 'l':
 			label = optarg;
 			break;
+		case 'S':
+			samples_path = optarg;
+			break;
 		default:
 			fprintf(stderr, "usage: chat-load [--host H] [--port P] [--customers N] "
-					"[--window W] [--seconds S] [--rate R] [--warmup S]\n");
+					"[--window W] [--seconds S] [--rate R] [--warmup S] "
+					"[--label TEXT] [--samples FILE]\n");
 			return 2;
 		}
 	}
@@ -236,6 +247,16 @@ int main(int argc, char **argv)
 		event_add(pace, &ms);
 	}
 	event_base_dispatch(base);
+	if (samples_path) {
+		FILE *f = fopen(samples_path, "w");
+		if (!f) {
+			fprintf(stderr, "chat-load: cannot write %s\n", samples_path);
+			return 1;
+		}
+		for (size_t i = 0; i < nlat; i++)
+			fprintf(f, "%.6f %.3f\n", lat_sent[i], lat[i] * 1000);
+		fclose(f);
+	}
 	qsort(lat, nlat, sizeof(*lat), cmp);
 	double p50 = nlat ? lat[nlat / 2] * 1000 : 0, p99 = nlat ? lat[nlat * 99 / 100] * 1000 : 0;
 	double pmax = nlat ? lat[nlat - 1] * 1000 : 0;

@@ -5,6 +5,10 @@
 #   1. chat-load open loop at 2,000 msgs/s for S seconds: the baseline;
 #   2. the same again, with one ~25 MB mail (a ~18.5 MB attachment, base64) sent over LMTP
 #      after 3 s; prints the chat figures and the mail's time to its 250.
+# The mail is built before the chat runs (building it is the load generator's work, about
+# a second of CPU, not contactd's). Chat figures are given for the whole run and for the
+# acks of the messages sent while the mail was sent and stored (DATA to its 250):
+# "meanwhile".
 #
 #   bench/run-bigmail-chat.sh [--seconds S]
 #
@@ -30,16 +34,8 @@ api() { curl -sf -H "Authorization: Bearer $TOKEN" -d "$2" "http://127.0.0.1:$HP
 api /v1/queues '{"name":"general"}'
 api /v1/inboxes '{"address":"support@bench.test","queue":"general"}'
 
-echo "== baseline: chat at 2000 msgs/s, ${SECS}s" >&2
-"$B/chat-load" --port "$CPORT" --customers 100 --rate 2000 --seconds "$SECS" \
-    --label chat-2000-baseline | tee -a "$OUT"
-echo "== chat at 2000 msgs/s with one 25 MB mail after 3 s" >&2
-"$B/chat-load" --port "$CPORT" --customers 100 --rate 2000 --seconds "$SECS" \
-    --label chat-2000-bigmail >"$PGDIR.chat.json" &
-CHAT=$!
-sleep 3
-python3 - "$LPORT" <<'PY' | tee -a "$OUT"
-import json, os, smtplib, sys, time
+python3 - "$PGDIR.mail" <<'PY'
+import os, sys
 from email.message import EmailMessage
 msg = EmailMessage()
 msg["From"] = "Big Sender <big@example.org>"
@@ -49,27 +45,52 @@ msg["Message-ID"] = "<big-%d@example.org>" % os.getpid()
 msg.set_content("Please find the archive attached.\n")
 msg.add_attachment(os.urandom(18_500_000), maintype="application", subtype="octet-stream",
                    filename="archive.bin")
-data = msg.as_bytes()
+with open(sys.argv[1], "wb") as f:
+    f.write(msg.as_bytes())
+PY
+echo "== baseline: chat at 2000 msgs/s, ${SECS}s" >&2
+"$B/chat-load" --port "$CPORT" --customers 100 --rate 2000 --seconds "$SECS" \
+    --label chat-2000-baseline | tee -a "$OUT"
+echo "== chat at 2000 msgs/s with one 25 MB mail after 3 s" >&2
+"$B/chat-load" --port "$CPORT" --customers 100 --rate 2000 --seconds "$SECS" \
+    --label chat-2000-bigmail --samples "$PGDIR.samples" >"$PGDIR.chat.json" &
+CHAT=$!
+sleep 3
+python3 - "$LPORT" "$PGDIR.mail" <<'PY' | tee -a "$OUT"
+import json, smtplib, sys, time
+data = open(sys.argv[2], "rb").read()
 lm = smtplib.LMTP("127.0.0.1", int(sys.argv[1]))
 lm.ehlo("bench")
 t0 = time.perf_counter()
+m0 = time.monotonic()
 refused = lm.sendmail("big@example.org", ["support@bench.test"], data)
 ms = (time.perf_counter() - t0) * 1000
+m1 = time.monotonic()
 lm.quit()
 print(json.dumps({"bench": "bigmail", "bytes": len(data), "ms_to_250": round(ms, 1),
-                  "refused": len(refused)}))
+                  "refused": len(refused), "t0": m0, "t1": m1}))
 PY
 wait "$CHAT"
 tee -a "$OUT" <"$PGDIR.chat.json"
-python3 - "$OUT" <<'PY'
+python3 - "$OUT" "$PGDIR.samples" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
 base = next(r for r in rows if r.get("bench") == "chat-2000-baseline")
 big = next(r for r in rows if r.get("bench") == "chat-2000-bigmail")
 mail = next(r for r in rows if r.get("bench") == "bigmail")
+w = sorted(lat for t, lat in (map(float, l.split()) for l in open(sys.argv[2]))
+           if mail["t0"] <= t <= mail["t1"])
+win = {"bench": "chat-2000-during-mail", "acked": len(w),
+       "p50_ms": w[len(w) // 2] if w else None, "p99_ms": w[len(w) * 99 // 100] if w else None,
+       "max_ms": w[-1] if w else None}
+with open(sys.argv[1], "a") as f:
+    f.write(json.dumps(win) + "\n")
 print("\nchat ack at 2000 msgs/s: baseline p50 %.2f / p99 %.2f ms; with the mail p50 %.2f / "
       "p99 %.2f ms, max %.1f ms (target p99 <= 20 ms)"
       % (base["p50_ms"], base["p99_ms"], big["p50_ms"], big["p99_ms"], big["max_ms"]))
+print("while the mail was sent and stored (%d acks): p50 %.2f / p99 %.2f ms, max %.1f ms"
+      % (win["acked"], win["p50_ms"] or 0, win["p99_ms"] or 0, win["max_ms"] or 0))
 print("mail: %.1f MB, 250 after %.0f ms" % (mail["bytes"] / 1e6, mail["ms_to_250"]))
 PY
+rm -f "$PGDIR.mail" "$PGDIR.samples"
 echo "results: $OUT" >&2

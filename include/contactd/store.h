@@ -5,6 +5,7 @@
 #define CONTACTD_STORE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct event_base;
@@ -12,48 +13,50 @@ struct json_t;
 struct store;
 
 enum store_query {
-	STORE_Q_SCHEMA_VERSION,	  /* () -> version */
-	STORE_Q_TOKEN_LOOKUP,	  /* (token_hash) -> json {id,name,scopes} or no row */
-	STORE_Q_ADMIN_LIST,	  /* (kind, after, limit) -> json {items,next} */
-	STORE_Q_ADMIN_GET,	  /* (kind, key) -> json */
-	STORE_Q_ADMIN_CREATE,	  /* (kind, body) -> json */
-	STORE_Q_ADMIN_UPDATE,	  /* (kind, key, body) -> json */
-	STORE_Q_ADMIN_DELETE,	  /* (kind, key) -> json */
-	STORE_Q_CHAT_HELLO,	  /* (json) -> json: cd_chat_customer_hello */
-	STORE_Q_CHAT_MESSAGES,	  /* batch: cd_chat_customer_messages */
-	STORE_Q_CHAT_CLOSE,	  /* (json) -> json */
-	STORE_Q_CHAT_SURVEY,	  /* (json) -> json */
-	STORE_Q_AGENT_AUTH,	  /* (json) -> json or no value */
-	STORE_Q_AGENT_PRESENCE,	  /* (json) -> json */
-	STORE_Q_AGENT_MESSAGE,	  /* (json) -> json */
-	STORE_Q_CONV_RESOLVE,	  /* (json) -> json */
-	STORE_Q_CONV_TRANSFER,	  /* (json) -> json */
-	STORE_Q_OFFER_CREATE,	  /* (json) -> json */
-	STORE_Q_OFFER_DECIDE,	  /* (json) -> json */
-	STORE_Q_ROUTER_SNAPSHOT,  /* () -> json */
-	STORE_Q_PHONE_EVENT,	  /* (json) -> json: cd_phone_event */
-	STORE_Q_API_POST,	  /* (json) -> json: cd_api_post */
-	STORE_Q_API_EVENTS,	  /* batch: cd_api_events_batch */
-	STORE_Q_CUSTOMER_GET,	  /* (id) -> json or NULL: cd_customer_get */
-	STORE_Q_SLA_UPCOMING,	  /* (json) -> json: cd_sla_upcoming */
-	STORE_Q_SLA_FIRE,	  /* (json) -> json: cd_sla_fire */
-	STORE_Q_CONV_ESCALATE,	  /* (json) -> json */
-	STORE_Q_CONV_PENDING,	  /* (json) -> json */
-	STORE_Q_API_CONV_LIST,	  /* (json) -> json: cd_api_conversation_list */
-	STORE_Q_API_CONV_GET,	  /* (json) -> json: cd_api_conversation_get */
-	STORE_Q_API_CONV_ACTION,  /* (json) -> json: cd_api_conversation_action */
-	STORE_Q_API_REALTIME,	  /* () -> json: cd_api_realtime */
-	STORE_Q_STREAM_HEAD,	  /* () -> bigint: cd_stream_head */
-	STORE_Q_STREAM_READ,	  /* (after, limit, max_bytes) -> json: cd_stream_read */
-	STORE_Q_EVENTS_PRUNE,	  /* (json) -> json: cd_events_prune */
-	STORE_Q_WEBHOOK_START,	  /* (json) -> json: cd_webhook_start */
-	STORE_Q_WEBHOOK_ACK,	  /* (json) -> json: cd_webhook_ack */
-	STORE_Q_WEBHOOK_FAILED,	  /* (json) -> json: cd_webhook_failed */
-	STORE_Q_EMAIL_RCPT,	  /* (address) -> json or NULL: cd_email_rcpt */
-	STORE_Q_EMAIL_INGEST,	  /* batch: cd_email_ingest_batch */
-	STORE_Q_EMAIL_INGEST_ONE, /* (json) -> one item of cd_email_ingest_batch (large mails) */
-	STORE_Q_EMAIL_CLAIM,	  /* (limit, lease_s) -> json array: cd_email_outbox_claim */
-	STORE_Q_EMAIL_DONE,	  /* (json) -> json: cd_email_outbox_done */
+	STORE_Q_SCHEMA_VERSION,	    /* () -> version */
+	STORE_Q_TOKEN_LOOKUP,	    /* (token_hash) -> json {id,name,scopes} or no row */
+	STORE_Q_ADMIN_LIST,	    /* (kind, after, limit) -> json {items,next} */
+	STORE_Q_ADMIN_GET,	    /* (kind, key) -> json */
+	STORE_Q_ADMIN_CREATE,	    /* (kind, body) -> json */
+	STORE_Q_ADMIN_UPDATE,	    /* (kind, key, body) -> json */
+	STORE_Q_ADMIN_DELETE,	    /* (kind, key) -> json */
+	STORE_Q_CHAT_HELLO,	    /* (json) -> json: cd_chat_customer_hello */
+	STORE_Q_CHAT_MESSAGES,	    /* batch: cd_chat_customer_messages */
+	STORE_Q_CHAT_CLOSE,	    /* (json) -> json */
+	STORE_Q_CHAT_SURVEY,	    /* (json) -> json */
+	STORE_Q_AGENT_AUTH,	    /* (json) -> json or no value */
+	STORE_Q_AGENT_PRESENCE,	    /* (json) -> json */
+	STORE_Q_AGENT_MESSAGE,	    /* (json) -> json */
+	STORE_Q_CONV_RESOLVE,	    /* (json) -> json */
+	STORE_Q_CONV_TRANSFER,	    /* (json) -> json */
+	STORE_Q_OFFER_CREATE,	    /* (json) -> json */
+	STORE_Q_OFFER_DECIDE,	    /* (json) -> json */
+	STORE_Q_ROUTER_SNAPSHOT,    /* () -> json */
+	STORE_Q_PHONE_EVENT,	    /* (json) -> json: cd_phone_event */
+	STORE_Q_API_POST,	    /* (json) -> json: cd_api_post */
+	STORE_Q_API_EVENTS,	    /* batch: cd_api_events_batch */
+	STORE_Q_CUSTOMER_GET,	    /* (id) -> json or NULL: cd_customer_get */
+	STORE_Q_SLA_UPCOMING,	    /* (json) -> json: cd_sla_upcoming */
+	STORE_Q_SLA_FIRE,	    /* (json) -> json: cd_sla_fire */
+	STORE_Q_CONV_ESCALATE,	    /* (json) -> json */
+	STORE_Q_CONV_PENDING,	    /* (json) -> json */
+	STORE_Q_API_CONV_LIST,	    /* (json) -> json: cd_api_conversation_list */
+	STORE_Q_API_CONV_GET,	    /* (json) -> json: cd_api_conversation_get */
+	STORE_Q_API_CONV_ACTION,    /* (json) -> json: cd_api_conversation_action */
+	STORE_Q_API_REALTIME,	    /* () -> json: cd_api_realtime */
+	STORE_Q_STREAM_HEAD,	    /* () -> bigint: cd_stream_head */
+	STORE_Q_STREAM_READ,	    /* (after, limit, max_bytes) -> json: cd_stream_read */
+	STORE_Q_EVENTS_PRUNE,	    /* (json) -> json: cd_events_prune */
+	STORE_Q_WEBHOOK_START,	    /* (json) -> json: cd_webhook_start */
+	STORE_Q_WEBHOOK_ACK,	    /* (json) -> json: cd_webhook_ack */
+	STORE_Q_WEBHOOK_FAILED,	    /* (json) -> json: cd_webhook_failed */
+	STORE_Q_EMAIL_RCPT,	    /* (address) -> json or NULL: cd_email_rcpt */
+	STORE_Q_EMAIL_INGEST,	    /* batch: cd_email_ingest_batch */
+	STORE_Q_EMAIL_INGEST_ONE,   /* (json) -> one item of cd_email_ingest_batch (large mails) */
+	STORE_Q_EMAIL_CLAIM,	    /* (limit, lease_s) -> json array: cd_email_outbox_claim */
+	STORE_Q_EMAIL_DONE,	    /* (json) -> json: cd_email_outbox_done */
+	STORE_Q_EMAIL_STAGE_CHUNK,  /* (bytea, binary) -> sha256 hex: cd_email_stage_chunk */
+	STORE_Q_EMAIL_CHUNKS_PRUNE, /* (older_than_s, batch) -> json: cd_email_chunks_prune */
 	STORE_Q__COUNT
 };
 
@@ -93,6 +96,12 @@ void store_free(struct store **s);
  * "unavailable" at once). */
 int store_call(struct store *s, enum store_query q, int nparams, const char *const *params,
 	       store_cb cb, void *arg);
+
+/* store_call of a one-parameter query Q whose parameter is binary (bytea): DATA (LEN bytes,
+ * malloc'd) is stolen on success and sent as is, without a text copy. Returns 0 (CB will be
+ * called), or -1 like store_call (DATA stays the caller's). */
+int store_call_bytes(struct store *s, enum store_query q, char *data, size_t len, store_cb cb,
+		     void *arg);
 
 /* store_call with one parameter: P (stolen) serialised as compact JSON. */
 int store_call_json(struct store *s, enum store_query q, struct json_t *p, store_cb cb, void *arg);

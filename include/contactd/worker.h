@@ -1,5 +1,6 @@
 /* worker: a small thread pool for CPU-heavy or blocking work (password hashing, start-up
- * migrations) that must not stall the event loop. Results are handed back on the loop. */
+ * migrations, mail parsing) that must not stall the event loop. Results are handed back on
+ * the loop. Its threads run at nice +10 (Linux), below the loop and PostgreSQL. */
 #ifndef CONTACTD_WORKER_H
 #define CONTACTD_WORKER_H
 

@@ -8,10 +8,16 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define WORKER_MAX_THREADS 16
 #define WORKER_MAX_QUEUED  1024
+/* Worker threads yield the CPU to the event loop (and to PostgreSQL on the same machine):
+ * parsing a 25 MB mail takes a core for a second or more, which otherwise delays every
+ * chat acknowledgement of that second on a small machine. */
+#define WORKER_NICE 10
 
 struct worker_job {
 	worker_fn work;
@@ -46,6 +52,12 @@ static void push(struct worker_job **head, struct worker_job **tail, struct work
 static void *worker_main(void *p)
 {
 	struct worker_pool *pool = p;
+	/* Linux: a thread's nice value is its own (setpriority on its thread id); elsewhere
+	 * this would renice the whole process, so it is left alone there */
+#ifdef __linux__
+	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), WORKER_NICE) < 0)
+		log_warn("worker_nice_failed", "errno=%d", errno);
+#endif
 	pthread_mutex_lock(&pool->mu);
 	for (;;) {
 		while (!pool->stopping && !pool->todo_head)

@@ -5,6 +5,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -108,6 +109,11 @@ static const struct {
     [STORE_Q_EMAIL_CLAIM] = {"email_claim", "SELECT cd_email_outbox_claim($1::int, $2::int)::text",
 			     2, false},
     [STORE_Q_EMAIL_DONE] = {"email_done", "SELECT cd_email_outbox_done($1::jsonb)::text", 1, false},
+    [STORE_Q_EMAIL_STAGE_CHUNK] = {"email_stage_chunk", "SELECT cd_email_stage_chunk($1::bytea)", 1,
+				   false},
+    [STORE_Q_EMAIL_CHUNKS_PRUNE] = {"email_chunks_prune",
+				    "SELECT cd_email_chunks_prune($1::int, $2::int)::text", 2,
+				    false},
 };
 
 static const double latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -125,6 +131,8 @@ struct store_req {
 	enum store_query q;
 	int nparams;
 	char *params[STORE_MAX_PARAMS];
+	bool bin; /* params[0] is binary, bin_len bytes (store_call_bytes) */
+	int bin_len;
 	store_cb cb;
 	void *arg;
 	struct store_item *items; /* a batch: params[0] is the JSON array of their payloads */
@@ -571,8 +579,10 @@ static void conn_send(struct store_conn *c)
 				   queries[r->q].nparams, NULL);
 	} else {
 		c->state = SC_BUSY;
+		const int fmt[1] = {1};
 		ok = PQsendQueryPrepared(c->pg, queries[r->q].name, r->nparams,
-					 (const char *const *)r->params, NULL, NULL, 0);
+					 (const char *const *)r->params,
+					 r->bin ? &r->bin_len : NULL, r->bin ? fmt : NULL, 0);
 	}
 	if (!ok) {
 		conn_down(c, PQerrorMessage(c->pg));
@@ -781,6 +791,28 @@ int store_call(struct store *s, enum store_query q, int nparams, const char *con
 	r->nparams = nparams;
 	for (int i = 0; i < nparams; i++)
 		r->params[i] = params[i] ? strdup(params[i]) : NULL;
+	clock_gettime(CLOCK_MONOTONIC, &r->started);
+	enqueue_req(s, r, false);
+	schedule_dispatch(s);
+	return 0;
+}
+
+int store_call_bytes(struct store *s, enum store_query q, char *data, size_t len, store_cb cb,
+		     void *arg)
+{
+	if (!s || s->up == 0 || s->queued >= STORE_MAX_QUEUED || queries[q].nparams != 1 || !data ||
+	    len > INT_MAX)
+		return -1;
+	struct store_req *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -1;
+	r->q = q;
+	r->cb = cb;
+	r->arg = arg;
+	r->nparams = 1;
+	r->params[0] = data;
+	r->bin = true;
+	r->bin_len = (int)len;
 	clock_gettime(CLOCK_MONOTONIC, &r->started);
 	enqueue_req(s, r, false);
 	schedule_dispatch(s);

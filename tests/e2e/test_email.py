@@ -5,6 +5,7 @@ customer), per-recipient LMTP replies, dot-unstuffing, STARTTLS and the SMTP lis
 import email
 import json
 import email.policy
+import os
 import re
 import signal
 import smtplib
@@ -231,6 +232,40 @@ class Listeners(Email):
         q = {x["name"]: x for x in obj["queues"]}
         self.assertEqual(q["support"]["waiting"], 1, obj)
 
+    def test_dot_lines_in_pieces(self):
+        """DATA arriving in small pieces that split line ends and dots: dot-stuffed lines
+        are unstuffed wherever they fall, other lines are kept as received, and only
+        "." alone on a line ends the mail."""
+        import random
+        rnd = random.Random(7)
+        lines = []
+        for i in range(1000):
+            k = rnd.random()
+            lines.append(("." if k < 0.2 else "") + ("x" * rnd.randrange(0, 40)) + str(i)
+                         + (" ." if k > 0.9 else ""))
+        lines[10] = "."        # a lone dot inside the body, stuffed: ".."
+        lines[11] = ".\t."
+        stuffed = "\r\n".join(("." + ln) if ln.startswith(".") else ln for ln in lines)
+        data = mail(message_id="pieces@x", body=stuffed + "\r\n").replace(b"\n", b"\n")
+        r = Raw(self.lport)
+        self.addCleanup(r.close)
+        self.assertEqual(r.reply()[0], 220)
+        r.send("LHLO test\r\nMAIL FROM:<ana@example.com>\r\nRCPT TO:<support@example.com>\r\n"
+               "DATA\r\n")
+        self.assertEqual([r.reply()[0] for _ in range(4)], [250, 250, 250, 354])
+        wire = data + b".\r\n"
+        i = 0
+        while i < len(wire):
+            n = rnd.choice((1, 2, 3, 7, 100, 4096))
+            r.send(wire[i:i + n])
+            i += n
+            if rnd.random() < 0.01:
+                time.sleep(0.01)
+        code, lines_ = r.reply()
+        self.assertEqual(code, 250, lines_)
+        body = self.db("SELECT body FROM messages")
+        self.assertEqual(body, "\n".join(lines))
+
     def test_route_info_matches(self):
         """cd_email_ingest builds the router's record itself: it must equal cd_route_info."""
         inbox = self.db("SELECT id FROM inboxes WHERE address = 'support@example.com'")
@@ -242,6 +277,62 @@ class Listeners(Email):
         same = self.db("SELECT '%s'::jsonb = cd_route_info(%d)"
                        % (json.dumps(route), route["id"]))
         self.assertEqual(same, "t")
+
+    def test_route_info_matches_with_sla(self):
+        """Same with an SLA policy on the queue: the due times set by the INSERT's trigger
+        are in the record."""
+        self.db("INSERT INTO sla_policies (name, first_response_s, resolution_s) "
+                "VALUES ('fast', 60, 3600); UPDATE queues SET sla_policy_id = "
+                "(SELECT id FROM sla_policies) WHERE name = 'support'")
+        inbox = self.db("SELECT id FROM inboxes WHERE address = 'support@example.com'")
+        res = self.db("SELECT cd_email_ingest(jsonb_build_object("
+                      "'inbox', %s, 'from', jsonb_build_object('email', 'rt@example.com'), "
+                      "'subject', 's', 'message_id', 'rt-sla@x', 'body', 'b'))" % inbox)
+        route = json.loads(res)["route"]
+        self.assertIsNotNone(route["sla"]["first_response_due"])
+        same = self.db("SELECT '%s'::jsonb = cd_route_info(%d)"
+                       % (json.dumps(route), route["id"]))
+        self.assertEqual(same, "t")
+
+    def test_batch_sees_its_own_mails(self):
+        """In one group commit, a later mail sees the earlier ones as stored: the same
+        Message-ID again is a duplicate of the first, and a reply naming the first's
+        Message-ID threads into its conversation."""
+        inbox = self.db("SELECT id FROM inboxes WHERE address = 'support@example.com'")
+        item = ("jsonb_build_object('inbox', %s, 'from', jsonb_build_object('email', "
+                "'%s'), 'subject', 's', 'message_id', '%s', 'body', 'b', 'in_reply_to', %s)")
+        res = json.loads(self.db(
+            "SELECT cd_email_ingest_batch(jsonb_build_array(%s, %s, %s))"
+            % (item % (inbox, "b1@example.com", "first@x", "'[]'::jsonb"),
+               item % (inbox, "b1@example.com", "first@x", "'[]'::jsonb"),
+               item % (inbox, "b2@example.com", "second@x", "jsonb_build_array('first@x')"))))
+        self.assertTrue(all(r["ok"] for r in res), res)
+        first, dup, reply = (r["result"] for r in res)
+        self.assertEqual((first["duplicate"], first["opened"]), (False, True))
+        self.assertEqual((dup["duplicate"], dup["conversation"], dup["message"],
+                          dup["customer"]),
+                         (True, first["conversation"], first["message"], first["customer"]))
+        self.assertEqual((reply["duplicate"], reply["opened"], reply["threaded_by"],
+                          reply["conversation"]),
+                         (False, False, "references", first["conversation"]))
+        self.assertEqual(self.db("SELECT count(*) FROM messages"), "2")
+        self.assertEqual(self.db("SELECT count(*) FROM email_message_ids"), "2")
+        # one enqueued event for the one conversation opened
+        self.assertEqual(self.db("SELECT count(*) FROM conversation_events "
+                                 "WHERE kind = 'enqueued'"), "1")
+
+    def test_batch_redone_item_by_item(self):
+        """One bad item of a group commit fails alone; the others are stored."""
+        inbox = self.db("SELECT id FROM inboxes WHERE address = 'support@example.com'")
+        res = json.loads(self.db(
+            "SELECT cd_email_ingest_batch(jsonb_build_array("
+            "jsonb_build_object('inbox', %s, 'message_id', 'good@x', 'from', "
+            "jsonb_build_object('email', 'g@example.com'), 'body', 'b'), "
+            "jsonb_build_object('inbox', %s, 'message_id', ''), "
+            "jsonb_build_object('inbox', 999999, 'message_id', 'x@x')))" % (inbox, inbox)))
+        self.assertEqual([r["ok"] for r in res], [True, False, False], res)
+        self.assertEqual((res[1]["sqlstate"], res[2]["sqlstate"]), ("22023", "P0002"))
+        self.assertEqual(self.db("SELECT count(*) FROM messages"), "1")
 
     def test_unknown_inbox_550(self):
         c = self.lmtp()
@@ -472,26 +563,131 @@ class Listeners(Email):
 class LargeMail(Email):
     extra = {"limits.max_email_bytes": "1048576"}
 
-    def test_attachment_stored_alone(self):
-        """A mail above the group-commit size goes alone; its attachment is kept whole."""
+    def attached(self, blob, message_id, name="blob.bin"):
         import base64
-        import hashlib
-        blob = bytes(range(256)) * 1200  # 300 KB
         b64 = base64.encodebytes(blob).decode().replace("\n", "\r\n")
         body = ("--B\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n"
-                "--B\r\nContent-Type: application/octet-stream; name=blob.bin\r\n"
-                "Content-Disposition: attachment; filename=blob.bin\r\n"
-                "Content-Transfer-Encoding: base64\r\n\r\n" + b64 + "--B--\r\n")
-        conv = self.deliver(mail(message_id="big@x", body=body,
-                                 headers=["MIME-Version: 1.0",
-                                          "Content-Type: multipart/mixed; boundary=B"]))
-        row = self.db("SELECT a.name, a.size, a.sha256, length(a.bytes) FROM attachments a "
-                      "JOIN messages m ON m.id = a.message_id WHERE m.conversation_id = %d"
-                      % conv)
-        self.assertEqual(row, "blob.bin|%d|%s|%d" % (len(blob), hashlib.sha256(blob).hexdigest(),
-                                                     len(blob)))
+                "--B\r\nContent-Type: application/octet-stream; name=%s\r\n"
+                "Content-Disposition: attachment; filename=%s\r\n"
+                "Content-Transfer-Encoding: base64\r\n\r\n%s--B--\r\n" % (name, name, b64))
+        return mail(message_id=message_id, body=body,
+                    headers=["MIME-Version: 1.0", "Content-Type: multipart/mixed; boundary=B"])
+
+    def attachment_of(self, conv):
+        """name|size|sha256|length|sha256 of the bytes read back (cd_attachment_bytes)."""
+        return self.db("SELECT a.name, a.size, a.sha256, length(cd_attachment_bytes(a.id)), "
+                       "encode(sha256(cd_attachment_bytes(a.id)), 'hex') FROM attachments a "
+                       "JOIN messages m ON m.id = a.message_id WHERE m.conversation_id = %d"
+                       % conv)
+
+    def expect(self, blob, name="blob.bin"):
+        import hashlib
+        h = hashlib.sha256(blob).hexdigest()
+        return "%s|%d|%s|%d|%s" % (name, len(blob), h, len(blob), h)
+
+    def test_attachment_stored_alone(self):
+        """A mail above the group-commit size goes alone; its attachment is kept whole."""
+        blob = bytes(range(256)) * 1200  # 300 KB
+        conv = self.deliver(self.attached(blob, "big@x"))
+        self.assertEqual(self.attachment_of(conv), self.expect(blob))
         self.assertEqual(self.db("SELECT body FROM messages WHERE conversation_id = %d" % conv),
                          "See attached.")
+
+    def test_small_attachment_inline(self):
+        """An attachment up to 256 KB keeps its bytes in attachments.bytes (no chunks)."""
+        blob = os.urandom(100 * 1024)
+        conv = self.deliver(self.attached(blob, "small@x"))
+        self.assertEqual(self.attachment_of(conv), self.expect(blob))
+        self.assertEqual(self.db("SELECT count(*) FROM attachment_chunks"), "0")
+        self.assertEqual(self.db("SELECT length(a.bytes) FROM attachments a"), str(len(blob)))
+
+    def test_chunked_attachment_round_trip(self):
+        """A 600 KB attachment is staged as chunks of 64 KB (the last one shorter) before
+        the ingest, linked in order, and reads back byte for byte; a redelivery and another
+        mail with the same attachment store no chunk twice."""
+        blob = os.urandom(600 * 1024)
+        conv = self.deliver(self.attached(blob, "chunked@x"))
+        self.assertEqual(self.attachment_of(conv), self.expect(blob))
+        self.assertEqual(self.db("SELECT a.bytes IS NULL FROM attachments a"), "t")
+        self.assertEqual(self.db("SELECT string_agg(length(b.bytes)::text, ',' ORDER BY l.ord) "
+                                 "FROM attachment_chunks l JOIN email_blob_chunks b "
+                                 "ON b.sha256 = l.chunk"), ",".join(["65536"] * 9 + ["24576"]))
+        # exactly the bytes, not only the same hash: compare the hex of the whole
+        self.assertEqual(self.db("SELECT encode(cd_attachment_bytes(id), 'hex') FROM attachments"),
+                         blob.hex())
+        self.d.wait_log(r"event=email_received .*chunks=10 ")
+        # the MTA delivers it again: a duplicate, nothing new
+        self.assertEqual(self.deliver(self.attached(blob, "chunked@x")), conv)
+        self.assertEqual(self.db("SELECT count(*) FROM email_blob_chunks"), "10")
+        # another mail with the same attachment: a new attachment, the same chunks
+        conv2 = self.deliver(self.attached(blob, "chunked-again@x", name="copy.bin"))
+        self.assertNotEqual(conv2, conv)
+        self.assertEqual(self.attachment_of(conv2), self.expect(blob, "copy.bin"))
+        self.assertEqual(self.db("SELECT count(*) FROM email_blob_chunks"), "10")
+        self.assertEqual(self.db("SELECT count(*) FROM attachment_chunks"), "20")
+
+    def test_failure_after_staging_acknowledges_nothing(self):
+        """The chunks are committed but the ingest fails: 451, nothing stored; the MTA's
+        retry stores the mail whole, reusing the staged chunks."""
+        self.db("CREATE FUNCTION test_fail() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'test: ingest fails'; END $$; "
+                "CREATE TRIGGER test_fail BEFORE INSERT ON attachments "
+                "FOR EACH ROW EXECUTE FUNCTION test_fail()")
+        blob = os.urandom(300 * 1024)
+        c = self.lmtp()
+        c.ehlo("test")
+        self.assertEqual(c.mail("ana@example.com")[0], 250)
+        self.assertEqual(c.rcpt("support@example.com")[0], 250)
+        code, resp = c.data(self.attached(blob, "retry@x"))
+        self.assertEqual(code, 451, resp)
+        c.quit()
+        self.assertEqual(self.db("SELECT count(*) FROM messages"), "0")
+        self.assertEqual(self.db("SELECT count(*) FROM attachments"), "0")
+        self.assertEqual(self.db("SELECT count(*) FROM email_blob_chunks"), "5")
+        self.db("DROP TRIGGER test_fail ON attachments")
+        conv = self.deliver(self.attached(blob, "retry@x"))
+        self.assertEqual(self.attachment_of(conv), self.expect(blob))
+        self.assertEqual(self.db("SELECT count(*) FROM email_blob_chunks"), "5")
+
+    def test_ingest_checks_chunks(self):
+        """An item naming a chunk never staged, or chunks that do not add up to the size,
+        stores nothing."""
+        inbox = self.db("SELECT id FROM inboxes WHERE address = 'support@example.com'")
+        key = self.db("SELECT cd_email_stage_chunk('\\x0102030405'::bytea)")
+        self.assertEqual(key, "74f81fe167d99b4cb41d6d0ccda82278caee9f3e2f25d5e5a3936ff3dcec60d0")
+        item = ("jsonb_build_object('inbox', %s, 'from', jsonb_build_object('email', "
+                "'c@example.com'), 'subject', 's', 'message_id', '%s', 'body', 'b', "
+                "'attachments', jsonb_build_array(jsonb_build_object('name', 'x', 'size', %d, "
+                "'sha256', repeat('0', 64), 'chunks', jsonb_build_array(%s))))")
+        missing = self.db("SELECT cd_email_ingest_batch(jsonb_build_array(%s)) -> 0 ->> 'sqlstate'"
+                          % (item % (inbox, "m1@x", 5, "repeat('a', 64)")))
+        self.assertEqual(missing, "23503")
+        short = self.db("SELECT cd_email_ingest_batch(jsonb_build_array(%s)) -> 0 ->> 'field'"
+                        % (item % (inbox, "m2@x", 6, "'%s'" % key)))
+        self.assertEqual(short, "attachments")
+        self.assertEqual(self.db("SELECT count(*) FROM messages"), "0")
+        ok = self.db("SELECT cd_email_ingest_batch(jsonb_build_array(%s)) -> 0 ->> 'ok'"
+                     % (item % (inbox, "m3@x", 5, "'%s'" % key)))
+        self.assertEqual(ok, "true")
+        self.assertEqual(self.db("SELECT encode(cd_attachment_bytes(id), 'hex') FROM attachments"),
+                         "0102030405")
+
+    def test_orphan_chunks_pruned(self):
+        """Staged chunks no attachment links are removed once older than an hour (the
+        daemon prunes at start and every 10 minutes); linked or recent ones stay."""
+        blob = os.urandom(300 * 1024)
+        self.deliver(self.attached(blob, "linked@x"))
+        self.d.stop()
+        self.db("SELECT cd_email_stage_chunk('\\x01'::bytea), cd_email_stage_chunk('\\x02'::bytea)")
+        self.db("UPDATE email_blob_chunks SET staged_at = now() - interval '2 hours' "
+                "WHERE bytes <> '\\x02'::bytea")
+        self.d.start()
+        self.d.wait_log(r"event=email_chunks_pruned deleted=1\b")
+        self.assertEqual(self.db("SELECT string_agg(encode(bytes, 'hex'), ',') FROM "
+                                 "email_blob_chunks WHERE length(bytes) < 10"), "02")
+        self.assertEqual(self.db("SELECT count(*) FROM email_blob_chunks"), "6")
+        conv = int(self.db("SELECT conversation_id FROM messages"))
+        self.assertEqual(self.attachment_of(conv), self.expect(blob))
 
 
 class ReplyBase(Email):

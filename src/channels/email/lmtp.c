@@ -19,6 +19,8 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <inttypes.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <openssl/ssl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,6 +35,16 @@ static const char *const lname[L_COUNT] = {"lmtp", "smtp"};
 
 #define DATA_CHUNK	      65536	   /* a DATA line longer than this is moved in pieces */
 #define EMAIL_BATCH_MAX_BYTES (256 * 1024) /* larger mails are committed alone */
+/* An attachment above EMAIL_STAGE_MIN_BYTES is staged before the ingest in chunks of
+ * EMAIL_CHUNK_BYTES, each in its own transaction (cd_email_stage_chunk), so that no
+ * transaction writes megabytes of WAL that every other commit would wait behind: a commit
+ * waits at most for one chunk's flush (64 KB: a few ms on a slow disk). */
+#define EMAIL_STAGE_MIN_BYTES (256 * 1024)
+#define EMAIL_CHUNK_BYTES     (64 * 1024)
+#define EMAIL_PRUNE_AGE_S     3600 /* staged chunks no mail links: removed after an hour */
+#define EMAIL_PRUNE_EVERY_S   600
+#define EMAIL_PRUNE_FIRST_MS  1000
+#define EMAIL_PRUNE_BATCH     1000
 
 #define RCPT_CACHE_SLOTS 256
 #define RCPT_CACHE_TTL_S 5 /* an inbox deleted is still accepted at RCPT for this long */
@@ -59,6 +71,13 @@ struct email {
 	char hostname[256];
 	struct email_relay *relay; /* agent replies */
 	struct rcpt_slot rcpt_cache[RCPT_CACHE_SLOTS];
+	struct event *prune_timer; /* cd_email_chunks_prune */
+	struct prune *pruning;	   /* the call in flight, if any */
+};
+
+/* One cd_email_chunks_prune call; EM is NULL once the listeners are freed before it ends. */
+struct prune {
+	struct email *em;
 };
 
 struct mail;
@@ -92,10 +111,19 @@ struct econn {
 	struct evbuffer *data;
 };
 
-/* A mail after its DATA: parsed on a worker, then stored per recipient. */
+/* One piece of a large attachment, staged before the mail's ingest. */
+struct chunk {
+	char *data; /* malloc'd; handed to the store when sent */
+	size_t len;
+	char key[65]; /* its sha256 (hex), as the ingest item names it */
+};
+
+/* A mail after its DATA: parsed on a worker, its large attachments staged in chunks, then
+ * stored per recipient. */
 struct mail {
 	struct econn *c;
 	struct email *em;
+	struct evbuffer *data; /* as received, until the worker copies it into RAW */
 	char *raw;
 	size_t len, max_att;
 	json_t *rec;
@@ -104,6 +132,8 @@ struct mail {
 	size_t nrcpt, waiting;
 	struct timespec t0;
 	double parse_ms;
+	struct chunk *chunks;
+	size_t nchunks, next_chunk;
 };
 
 struct lookup {
@@ -281,7 +311,12 @@ static void mail_free(struct mail *m)
 	free(m->rcpts);
 	free(m->mail_from);
 	free(m->raw);
+	if (m->data)
+		evbuffer_free(m->data);
 	json_decref(m->rec);
+	for (size_t i = 0; i < m->nchunks; i++)
+		free(m->chunks[i].data);
+	free(m->chunks);
 	free(m);
 }
 
@@ -326,12 +361,12 @@ static void mail_finish(struct mail *m)
 	    json_string_value(json_object_get(json_object_get(m->rec, "from"), "email"));
 	log_info("email_received",
 		 "listener=%s conn=%llu message_id=%s from=%s size=%zu recipients=%zu stored=%d "
-		 "duplicate=%d failed=%d conversations=%s attachments=%zu malformed=%s "
+		 "duplicate=%d failed=%d conversations=%s attachments=%zu chunks=%zu malformed=%s "
 		 "parse_ms=%.1f",
 		 lname[c->kind], c->id, log_quote(qid, sizeof(qid), mid ? mid : "-"),
 		 log_quote(qfrom, sizeof(qfrom), from ? from : "-"), m->len, m->nrcpt, stored, dups,
 		 failed, cl ? convs : "-", json_array_size(json_object_get(m->rec, "attachments")),
-		 json_is_true(json_object_get(m->rec, "malformed")) ? "true" : "false",
+		 m->nchunks, json_is_true(json_object_get(m->rec, "malformed")) ? "true" : "false",
 		 m->parse_ms);
 	em->in_flight--;
 	mail_free(m);
@@ -418,6 +453,58 @@ static void set_failed(struct rcpt *r, int code, const char *text)
 	snprintf(r->reply, sizeof(r->reply), "%d %s", code, text);
 }
 
+/* On the worker: every attachment above EMAIL_STAGE_MIN_BYTES loses its base64 "data" for
+ * "chunks" (the sha256 of each piece, in order); the pieces go to M->chunks, to be staged.
+ * Returns the bytes moved out of the mail's JSON. */
+static size_t split_attachments(struct mail *m)
+{
+	size_t moved = 0;
+	json_t *atts = json_object_get(m->rec, "attachments");
+	size_t i;
+	json_t *a;
+	json_array_foreach(atts, i, a)
+	{
+		const char *b64 = json_string_value(json_object_get(a, "data"));
+		json_int_t size = json_integer_value(json_object_get(a, "size"));
+		if (!b64 || size <= EMAIL_STAGE_MIN_BYTES)
+			continue;
+		size_t blen = strlen(b64);
+		unsigned char *raw = malloc(blen / 4 * 3 + 3);
+		if (!raw)
+			abort();
+		int n = EVP_DecodeBlock(raw, (const unsigned char *)b64, (int)blen);
+		/* EVP_DecodeBlock counts the padding's zero bytes; the size is the truth */
+		if (n < 0 || (size_t)n < (size_t)size || (size_t)n > (size_t)size + 2) {
+			free(raw);
+			continue; /* cannot happen for mime.c's base64: stays inline */
+		}
+		size_t len = (size_t)size, nc = (len + EMAIL_CHUNK_BYTES - 1) / EMAIL_CHUNK_BYTES;
+		m->chunks = realloc(m->chunks, (m->nchunks + nc) * sizeof(*m->chunks));
+		if (!m->chunks)
+			abort();
+		json_t *keys = json_array();
+		for (size_t k = 0; k < nc; k++) {
+			struct chunk *ch = &m->chunks[m->nchunks++];
+			size_t off = k * EMAIL_CHUNK_BYTES;
+			ch->len = len - off < EMAIL_CHUNK_BYTES ? len - off : EMAIL_CHUNK_BYTES;
+			ch->data = malloc(ch->len);
+			if (!ch->data)
+				abort();
+			memcpy(ch->data, raw + off, ch->len);
+			unsigned char md[SHA256_DIGEST_LENGTH];
+			SHA256(raw + off, ch->len, md);
+			for (int j = 0; j < SHA256_DIGEST_LENGTH; j++)
+				snprintf(ch->key + j * 2, 3, "%02x", md[j]);
+			json_array_append_new(keys, json_string(ch->key));
+		}
+		free(raw);
+		json_object_set_new(a, "chunks", keys);
+		json_object_del(a, "data");
+		moved += blen;
+	}
+	return moved;
+}
+
 /* On the worker: one cd_email_ingest item per recipient. A large mail's items are
  * serialised here too, so that the event loop never formats megabytes of JSON. */
 static void build_payloads(struct mail *m)
@@ -433,6 +520,7 @@ static void build_payloads(struct mail *m)
 	if (!json_string_value(json_object_get(from, "email")) && m->mail_from && *m->mail_from)
 		json_object_set_new(from, "email", json_string(m->mail_from));
 	json_object_set_new(m->rec, "size", json_integer((json_int_t)m->len));
+	size_t moved = split_attachments(m);
 	for (size_t i = 0; i < m->nrcpt; i++) {
 		struct rcpt *r = &m->rcpts[i];
 		json_t *p = json_copy(m->rec);
@@ -440,7 +528,7 @@ static void build_payloads(struct mail *m)
 		json_object_set_new(p, "envelope",
 				    json_pack("{s:s, s:s}", "mail_from",
 					      m->mail_from ? m->mail_from : "", "rcpt", r->addr));
-		if (m->len <= EMAIL_BATCH_MAX_BYTES) {
+		if (m->len - (moved < m->len ? moved : m->len) <= EMAIL_BATCH_MAX_BYTES) {
 			r->payload = p;
 		} else {
 			r->text = json_dumps(p, JSON_COMPACT);
@@ -452,6 +540,13 @@ static void build_payloads(struct mail *m)
 static void parse_work(void *arg)
 {
 	struct mail *m = arg;
+	m->raw = malloc(m->len + 1);
+	if (!m->raw)
+		abort();
+	evbuffer_remove(m->data, m->raw, m->len);
+	m->raw[m->len] = 0;
+	evbuffer_free(m->data);
+	m->data = NULL;
 	m->rec = email_mime_parse(m->raw, m->len, m->max_att);
 	build_payloads(m);
 	struct timespec t1;
@@ -460,12 +555,10 @@ static void parse_work(void *arg)
 	    (double)(t1.tv_sec - m->t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - m->t0.tv_nsec) / 1e6;
 }
 
-static void parse_done(void *arg)
+/* Every recipient's ingest; the mail is finished when the last one answered. */
+static void submit_ingest(struct mail *m)
 {
-	struct mail *m = arg;
 	struct email *em = m->em;
-	free(m->raw);
-	m->raw = NULL;
 	m->waiting = m->nrcpt;
 	for (size_t i = 0; i < m->nrcpt; i++) {
 		struct rcpt *r = &m->rcpts[i];
@@ -495,6 +588,107 @@ static void parse_done(void *arg)
 	}
 }
 
+static void fail_all(struct mail *m)
+{
+	for (size_t i = 0; i < m->nrcpt; i++)
+		set_failed(&m->rcpts[i], 451,
+			   "4.3.0 temporarily unable to store the message; try again later");
+	mail_finish(m);
+}
+
+static void stage_next(struct mail *m);
+
+/* A chunk staged (committed): the next, or the ingest after the last. */
+static void stage_cb(void *arg, const struct store_reply *rep)
+{
+	struct mail *m = arg;
+	const struct chunk *ch = &m->chunks[m->next_chunk];
+	if (rep->status != STORE_OK || !rep->value || strcmp(rep->value, ch->key) != 0) {
+		/* nothing of the mail is acknowledged; what was staged is pruned unless the
+		 * MTA's retry links it */
+		if (rep->status != STORE_UNAVAILABLE)
+			log_error("email_stage_failed", "conn=%llu chunk=%zu status=%d message=%s",
+				  m->c->id, m->next_chunk, (int)rep->status,
+				  rep->message ? rep->message
+				  : rep->value ? "sha256 differs"
+					       : "-");
+		fail_all(m);
+		return;
+	}
+	m->next_chunk++;
+	stage_next(m);
+}
+
+/* One chunk at a time, each its own short transaction: commits of other work (chat) are
+ * never queued behind more than one chunk's WAL. */
+static void stage_next(struct mail *m)
+{
+	if (m->next_chunk == m->nchunks) {
+		submit_ingest(m);
+		return;
+	}
+	struct chunk *ch = &m->chunks[m->next_chunk];
+	if (store_call_bytes(m->em->app->store, STORE_Q_EMAIL_STAGE_CHUNK, ch->data, ch->len,
+			     stage_cb, m) < 0) {
+		fail_all(m);
+		return;
+	}
+	ch->data = NULL; /* the store's now */
+}
+
+static void parse_done(void *arg)
+{
+	struct mail *m = arg;
+	free(m->raw);
+	m->raw = NULL;
+	stage_next(m);
+}
+
+/* ---- staged chunks nobody linked ------------------------------------------------------------ */
+
+static void prune_cb(void *arg, const struct store_reply *rep)
+{
+	struct prune *pr = arg;
+	struct email *em = pr->em;
+	free(pr);
+	if (!em)
+		return;
+	em->pruning = NULL;
+	json_t *res =
+	    rep->status == STORE_OK && rep->value ? json_loads(rep->value, 0, NULL) : NULL;
+	json_int_t n = json_integer_value(json_object_get(res, "deleted"));
+	json_decref(res);
+	if (!res && rep->status != STORE_UNAVAILABLE)
+		log_warn("email_chunks_prune_failed", "status=%d retry_in_s=%d", (int)rep->status,
+			 EMAIL_PRUNE_EVERY_S);
+	if (n > 0)
+		log_info("email_chunks_pruned", "deleted=%lld", (long long)n);
+	struct timeval tv = {n >= EMAIL_PRUNE_BATCH ? 1 : EMAIL_PRUNE_EVERY_S, 0};
+	evtimer_add(em->prune_timer, &tv);
+}
+
+static void prune_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct email *em = arg;
+	if (em->pruning)
+		return;
+	char age[16], batch[16];
+	snprintf(age, sizeof(age), "%d", EMAIL_PRUNE_AGE_S);
+	snprintf(batch, sizeof(batch), "%d", EMAIL_PRUNE_BATCH);
+	const char *params[2] = {age, batch};
+	struct prune *pr = calloc(1, sizeof(*pr));
+	if (!pr)
+		abort();
+	pr->em = em;
+	if (store_call(em->app->store, STORE_Q_EMAIL_CHUNKS_PRUNE, 2, params, prune_cb, pr) == 0) {
+		em->pruning = pr;
+	} else {
+		free(pr);
+		struct timeval tv = {10, 0}; /* the store is down: soon again */
+		evtimer_add(em->prune_timer, &tv);
+	}
+}
+
 /* The end of DATA: hand the mail to a worker (or answer at once). */
 static void end_of_data(struct econn *c)
 {
@@ -517,12 +711,13 @@ static void end_of_data(struct econn *c)
 	m->c = c;
 	m->em = em;
 	m->max_att = em->max_bytes;
+	/* the received bytes move to the mail as they are; copying them out (25 MB at most) is
+	 * the worker's job */
 	m->len = evbuffer_get_length(c->data);
-	m->raw = malloc(m->len + 1);
-	if (!m->raw)
+	m->data = c->data;
+	c->data = evbuffer_new();
+	if (!c->data)
 		abort();
-	evbuffer_remove(c->data, m->raw, m->len);
-	m->raw[m->len] = 0;
 	m->mail_from = c->mail_from;
 	m->rcpts = c->rcpts;
 	m->nrcpt = c->nrcpt;
@@ -919,37 +1114,55 @@ static void data_take(struct econn *c, struct evbuffer *in, size_t n)
 	evbuffer_remove_buffer(in, c->data, n);
 }
 
-/* One step of DATA; false when more input is needed. */
+/* One step of DATA; false when more input is needed. A line that starts with a dot is taken
+ * alone (dot-unstuffing, the end); everything up to the next such line is moved in one
+ * piece, so that a 25 MB mail is not a third of a million steps on the event loop. */
 static bool data_step(struct econn *c, struct evbuffer *in)
 {
+	size_t avail = evbuffer_get_length(in);
+	char first[2] = {0, 0};
+	if (avail == 0)
+		return false;
+	evbuffer_copyout(in, first, 2);
+	if (!c->data_bol || first[0] != '.') {
+		/* up to and including the line end before the next line starting with a dot
+		 * (LF or CRLF, like evbuffer_search_eol below), else all but the last byte (it
+		 * may be the LF of such a line end) */
+		struct evbuffer_ptr d = evbuffer_search(in, "\n.", 2, NULL);
+		size_t n;
+		if (d.pos >= 0) {
+			n = (size_t)d.pos + 1;
+		} else {
+			if (avail < 2)
+				return false;
+			n = avail - 1;
+		}
+		char last = 0;
+		struct evbuffer_ptr lp;
+		if (evbuffer_ptr_set(in, &lp, n - 1, EVBUFFER_PTR_SET) == 0)
+			evbuffer_copyout_from(in, &lp, &last, 1);
+		data_take(c, in, n);
+		c->data_bol = last == '\n';
+		return true;
+	}
 	size_t eol_len = 0;
 	struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
-	char first[2] = {0, 0};
-	evbuffer_copyout(in, first, 2);
 	if (p.pos < 0) {
-		size_t avail = evbuffer_get_length(in);
 		if (avail < DATA_CHUNK)
 			return false;
-		size_t n = DATA_CHUNK;
-		if (c->data_bol && first[0] == '.') {
-			evbuffer_drain(in, 1);
-			n--;
-		}
-		data_take(c, in, n);
+		evbuffer_drain(in, 1); /* dot-unstuffing */
+		data_take(c, in, DATA_CHUNK - 1);
 		c->data_bol = false;
 		return true;
 	}
 	size_t total = (size_t)p.pos + eol_len;
-	if (c->data_bol && first[0] == '.') {
-		if (p.pos == 1) {
-			evbuffer_drain(in, total);
-			end_of_data(c);
-			return true;
-		}
-		evbuffer_drain(in, 1); /* dot-unstuffing */
-		total--;
+	if (p.pos == 1) {
+		evbuffer_drain(in, total);
+		end_of_data(c);
+		return true;
 	}
-	data_take(c, in, total);
+	evbuffer_drain(in, 1); /* dot-unstuffing */
+	data_take(c, in, total - 1);
 	c->data_bol = true;
 	return true;
 }
@@ -1085,6 +1298,11 @@ struct email *email_new(struct app *app, char **error_r)
 	if (gethostname(em->hostname, sizeof(em->hostname) - 1) < 0 || !*em->hostname)
 		snprintf(em->hostname, sizeof(em->hostname), "localhost");
 	em->relay = email_relay_new(app, em->hostname);
+	em->prune_timer = evtimer_new(app->base, prune_timer_cb, em);
+	if (!em->prune_timer)
+		abort();
+	struct timeval first = {0, EMAIL_PRUNE_FIRST_MS * 1000};
+	evtimer_add(em->prune_timer, &first);
 	if (wants_tls(cfg)) {
 		em->tls_ctx = make_tls(cfg, error_r);
 		if (!em->tls_ctx)
@@ -1124,6 +1342,10 @@ void email_free(struct email **pem)
 	if (em->tls_ctx)
 		SSL_CTX_free(em->tls_ctx);
 	email_relay_free(&em->relay);
+	if (em->prune_timer)
+		event_free(em->prune_timer);
+	if (em->pruning)
+		em->pruning->em = NULL; /* its callback only frees it */
 	free(em);
 }
 
