@@ -1,5 +1,6 @@
 """The administration API of SPEC §4 over real HTTP: every resource, every status code."""
 import json
+import threading
 
 import harness
 from harness import DaemonTest
@@ -62,6 +63,38 @@ class AdminApi(DaemonTest):
         self.assertEqual(self.req("GET", "/v1/skills", token=admin2)[0], 200)
         self.assertEqual(self.req("DELETE", "/v1/api-tokens/ops")[0], 200)
         self.assert_error(self.req("GET", "/v1/skills", token=admin2), 401, "unauthorized")
+
+    def concurrently(self, n, token):
+        """N requests with TOKEN at once, each on its own connection: their statuses."""
+        statuses = [None] * n
+        go = threading.Barrier(n)
+
+        def one(i):
+            go.wait()
+            statuses[i] = self.req("GET", "/v1/skills", token=token)[0]
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        return statuses
+
+    def lookups(self):
+        return self.d.log().count("query=token_lookup ")
+
+    def test_concurrent_requests_with_one_token_share_its_lookup(self):
+        # a busy integrator's connections: one store lookup for the token, not one each
+        tok = self.d.admin_token("admin")
+        before = self.lookups()
+        self.assertEqual(self.concurrently(20, tok), [200] * 20)
+        self.assertEqual(self.lookups() - before, 1)
+        # an unknown token: every waiter hears 401 (and nothing is cached for it)
+        self.assertEqual(self.concurrently(10, "ctd_unknown-token"), [401] * 10)
+        # a revoked token is refused from the next request on, whatever is cached
+        ops = self.create("api-tokens", {"name": "ops2", "scopes": ["admin"]})["token"]
+        self.assertEqual(self.concurrently(5, ops), [200] * 5)
+        self.assertEqual(self.req("DELETE", "/v1/api-tokens/ops2")[0], 200)
+        self.assertEqual(self.concurrently(5, ops), [401] * 5)
 
     def test_api_token_bad_scope(self):
         self.assert_error(self.req("POST", "/v1/api-tokens", {"name": "x", "scopes": ["root"]}),

@@ -33,6 +33,7 @@ struct api_req {
 	void (*handler)(struct api_req *r);
 	void *data; /* the handler's own, freed by data_free when set */
 	void (*data_free)(void *data);
+	struct api_req *next_waiter; /* waiting for the same token lookup (http.c) */
 };
 
 /* Replies and frees R. BODY is stolen (may be NULL for an empty body). */

@@ -41,14 +41,20 @@ struct http_listener {
 
 /* Tokens looked up lately, so that a busy integrator's every request does not cost a store
  * round trip. An entry lives TOKEN_CACHE_TTL_MS; an api-tokens write through this process
- * empties the cache (another node's revocation takes effect within the TTL). */
+ * empties the cache (another node's revocation takes effect within the TTL). One lookup per
+ * token at a time: requests that find it under way wait for its answer (at expiry, every
+ * connection of a busy integrator would otherwise send its own), and an entry in its last
+ * TOKEN_REFRESH_MS is looked up again in the background while it still answers. */
 #define TOKEN_CACHE_SIZE   64
 #define TOKEN_CACHE_TTL_MS 5000
+#define TOKEN_REFRESH_MS   1000
 
 struct token_entry {
 	char hash[SECRET_SHA256_HEXLEN + 1];
 	json_t *token; /* {id, name, scopes}; NULL: empty slot */
 	int64_t expires_ms;
+	bool looking_up;	 /* a lookup of HASH is under way */
+	struct api_req *waiters; /* requests for HASH waiting for it (linked by next_waiter) */
 };
 
 struct http_server {
@@ -58,6 +64,7 @@ struct http_server {
 	unsigned in_flight;
 	struct http_stats stats;
 	struct token_entry tokens[TOKEN_CACHE_SIZE];
+	unsigned token_gen; /* bumped by api_token_cache_clear: older lookups are not cached */
 };
 
 /* ---- replies ---------------------------------------------------------------------------- */
@@ -242,6 +249,7 @@ static struct token_entry *token_slot(struct http_server *srv, const char *hash)
 
 void api_token_cache_clear(struct http_server *srv)
 {
+	srv->token_gen++;
 	for (size_t i = 0; i < TOKEN_CACHE_SIZE; i++) {
 		json_decref(srv->tokens[i].token);
 		srv->tokens[i].token = NULL;
@@ -260,26 +268,86 @@ static void authorized(struct api_req *r)
 	r->handler(r);
 }
 
+/* One lookup of a token: its answer goes to the cache (unless the cache was cleared since)
+ * and to the requests waiting for it; or, for a request whose slot is busy with another
+ * token's lookup, to that request ALONE only. */
+struct token_lookup {
+	struct http_server *srv;
+	char hash[SECRET_SHA256_HEXLEN + 1];
+	unsigned gen;
+	struct api_req *alone;
+};
+
 static void token_cb(void *arg, const struct store_reply *rep)
 {
-	struct api_req *r = arg;
-	if (rep->status != STORE_OK) {
-		api_reply_store_error(r, rep);
-		return;
+	struct token_lookup *lk = arg;
+	struct http_server *srv = lk->srv;
+	struct token_entry *e = token_slot(srv, lk->hash);
+	struct api_req *w = lk->alone;
+	if (!lk->alone && e->looking_up && strcmp(e->hash, lk->hash) == 0) {
+		w = e->waiters;
+		e->looking_up = false;
+		e->waiters = NULL;
+		if (rep->status == STORE_OK) {
+			json_decref(e->token);
+			e->token = NULL;
+		}
+	} else {
+		e = NULL; /* not the slot's lookup: nothing is cached */
 	}
-	json_t *tok = rep->value ? json_loads(rep->value, 0, NULL) : NULL;
-	if (!json_is_object(tok)) {
-		json_decref(tok);
-		api_reply_error(r, 401, "unauthorized", "unknown or revoked API token", NULL);
-		return;
+	json_t *tok =
+	    rep->status == STORE_OK && rep->value ? json_loads(rep->value, 0, NULL) : NULL;
+	if (e && json_is_object(tok) && lk->gen == srv->token_gen) {
+		e->token = json_incref(tok);
+		e->expires_ms = mono_ms() + TOKEN_CACHE_TTL_MS;
 	}
-	struct token_entry *e = token_slot(r->srv, r->token_hash);
-	json_decref(e->token);
-	memcpy(e->hash, r->token_hash, sizeof(e->hash));
-	e->token = json_incref(tok);
-	e->expires_ms = mono_ms() + TOKEN_CACHE_TTL_MS;
-	r->token = tok;
-	authorized(r);
+	while (w) {
+		struct api_req *r = w;
+		w = r->next_waiter;
+		r->next_waiter = NULL;
+		if (rep->status != STORE_OK) {
+			api_reply_store_error(r, rep);
+		} else if (!json_is_object(tok)) {
+			api_reply_error(r, 401, "unauthorized", "unknown or revoked API token",
+					NULL);
+		} else {
+			r->token = json_incref(tok);
+			authorized(r);
+		}
+	}
+	json_decref(tok);
+	free(lk);
+}
+
+/* Looks up HASH: for the cache slot E (the slot's lookup, ALONE NULL) or for ALONE only.
+ * Returns -1 when the store cannot take it (nothing changed). */
+static int token_lookup_start(struct http_server *srv, struct token_entry *e, const char *hash,
+			      struct api_req *alone)
+{
+	struct token_lookup *lk = malloc(sizeof(*lk));
+	if (!lk)
+		return -1;
+	lk->srv = srv;
+	memcpy(lk->hash, hash, sizeof(lk->hash));
+	lk->gen = srv->token_gen;
+	lk->alone = alone;
+	const char *params[1] = {lk->hash};
+	if (store_call(srv->app->store, STORE_Q_TOKEN_LOOKUP, 1, params, token_cb, lk) < 0) {
+		free(lk);
+		return -1;
+	}
+	if (alone) {
+		alone->next_waiter = NULL;
+		return 0;
+	}
+	if (strcmp(e->hash, hash) != 0) {
+		/* the slot goes to this token: another one's entry is forgotten */
+		json_decref(e->token);
+		e->token = NULL;
+		memcpy(e->hash, hash, sizeof(e->hash));
+	}
+	e->looking_up = true;
+	return 0;
 }
 
 static void authenticate(struct api_req *r)
@@ -302,15 +370,35 @@ static void authenticate(struct api_req *r)
 		return;
 	}
 	secret_sha256_hex(tok, len, r->token_hash);
-	struct token_entry *e = token_slot(r->srv, r->token_hash);
-	if (e->token && mono_ms() < e->expires_ms && strcmp(e->hash, r->token_hash) == 0) {
+	struct http_server *srv = r->srv;
+	struct token_entry *e = token_slot(srv, r->token_hash);
+	bool same = strcmp(e->hash, r->token_hash) == 0;
+	int64_t now = mono_ms();
+	if (same && e->token && now < e->expires_ms) {
+		/* near its end: looked up again meanwhile, so that nobody waits at expiry */
+		if (!e->looking_up && e->expires_ms - now <= TOKEN_REFRESH_MS)
+			(void)token_lookup_start(srv, e, r->token_hash, NULL);
 		r->token = json_incref(e->token);
 		authorized(r);
 		return;
 	}
-	const char *params[1] = {r->token_hash};
-	if (store_call(r->app->store, STORE_Q_TOKEN_LOOKUP, 1, params, token_cb, r) < 0)
+	if (same && e->looking_up) {
+		r->next_waiter = e->waiters;
+		e->waiters = r;
+		return;
+	}
+	if (e->looking_up) {
+		/* the slot is busy with another token's lookup */
+		if (token_lookup_start(srv, e, r->token_hash, r) < 0)
+			api_reply_unavailable(r);
+		return;
+	}
+	if (token_lookup_start(srv, e, r->token_hash, NULL) < 0) {
 		api_reply_unavailable(r);
+		return;
+	}
+	r->next_waiter = NULL;
+	e->waiters = r;
 }
 
 /* ---- dispatch ---------------------------------------------------------------------------- */
