@@ -1,6 +1,7 @@
 -- wrk script for POST /v1/events: every request a new message (unique external_id) from one
 -- of 1,000 customers, so conversations are reused as in real traffic.
--- env: TOKEN (an events:write token)
+-- env: TOKEN (an events:write token), PREFIX (external ids start with it: runs against one
+-- database must differ, or the second run's events are answered as retries)
 local counter = 0
 local thread_id = 0
 local threads = {}
@@ -10,7 +11,10 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
+prefix = ""
+
 function init(args)
+  prefix = os.getenv("PREFIX") or ""
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")
@@ -20,8 +24,8 @@ function request()
   counter = counter + 1
   local cust = (counter * 7 + tid * 131) % 1000
   local body = string.format(
-    '{"channel":"sms","from":{"phone":"+1555%07d"},"body":"bench message %d","external_id":"b%d-%d"}',
-    cust, counter, tid, counter)
+    '{"channel":"sms","from":{"phone":"+1555%07d"},"body":"bench message %d","external_id":"%sb%d-%d"}',
+    cust, counter, prefix, tid, counter)
   return wrk.format(nil, "/v1/events", nil, body)
 end
 
