@@ -56,13 +56,11 @@ struct ndjson_conn {
 	size_t scanned;	     /* input bytes already searched for "\n" */
 	unsigned bad_in_row; /* consecutive bad frames */
 	enum ndjson_state state;
-	bool paused;		 /* the application (or a pending hello) holds input */
-	bool out_paused;	 /* output above the high-water mark */
-	bool eof;		 /* the peer closed its side */
-	bool notified;		 /* on_close was called */
-	bool flushed;		 /* closing: output written, given up on, or the peer is gone */
-	bool plain;		 /* a plain socket (not TLS): frames may be written at once */
-	struct timeval wrote_at; /* the loop turn (its cached time) of the last such write */
+	bool paused;	 /* the application (or a pending hello) holds input */
+	bool out_paused; /* output above the high-water mark */
+	bool eof;	 /* the peer closed its side */
+	bool notified;	 /* on_close was called */
+	bool flushed;	 /* closing: output written, given up on, or the peer is gone */
 	char proto[16];
 	char peer[64];
 	char reason[160];
@@ -227,21 +225,7 @@ int ndjson_send(struct ndjson_conn *conn, json_t *obj)
 		conn_log(conn, LOG_LEVEL_ERROR, "send_failed", "why=serialise");
 		return -1;
 	}
-	/* The first frame of a loop turn with nothing queued before it goes to the socket now
-	 * instead of on the next turn, which also spares the two epoll_ctl calls of watching
-	 * for writability (~9 a phone call, bench/run-phone-route.sh). Further frames of the
-	 * same turn join the output as before and leave in one writev. What the socket does
-	 * not take (or an error) is left to the bufferevent, as before. */
-	struct evbuffer *out = bufferevent_get_output(conn->bev);
-	struct timeval turn;
-	if (conn->plain && evbuffer_get_length(out) == 0 &&
-	    event_base_gettimeofday_cached(bufferevent_get_base(conn->bev), &turn) == 0 &&
-	    (turn.tv_sec != conn->wrote_at.tv_sec || turn.tv_usec != conn->wrote_at.tv_usec)) {
-		conn->wrote_at = turn;
-		(void)evbuffer_write(conn->scratch, bufferevent_getfd(conn->bev));
-	}
-	if (evbuffer_get_length(conn->scratch) > 0 &&
-	    bufferevent_write_buffer(conn->bev, conn->scratch) != 0) {
+	if (bufferevent_write_buffer(conn->bev, conn->scratch) != 0) {
 		evbuffer_drain(conn->scratch, evbuffer_get_length(conn->scratch));
 		conn_log(conn, LOG_LEVEL_ERROR, "send_failed", "why=buffer");
 		return -1;
@@ -576,7 +560,6 @@ struct ndjson_conn *ndjson_conn_new(struct bufferevent *bev, const struct ndjson
 	conn->h = *handlers;
 	conn->ctx = ctx;
 	conn->bev = bev;
-	conn->plain = bufferevent_openssl_get_ssl(bev) == NULL && bufferevent_getfd(bev) >= 0;
 	conn->id = ++last_id;
 	conn->state = NDJSON_ST_HELLO;
 	snprintf(conn->proto, sizeof(conn->proto), "%s", proto && *proto ? proto : "ndjson");

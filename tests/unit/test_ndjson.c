@@ -722,40 +722,6 @@ START_TEST(frames_per_event_cap)
 }
 END_TEST
 
-/* A frame with nothing queued before it is on the socket when ndjson_send returns (no
- * loop turn needed); frames that follow it, and one larger than the socket takes at once,
- * still arrive whole and in order. */
-START_TEST(frames_leave_at_once_and_in_order)
-{
-	struct rec *r = pair_new(NULL, 4096);
-	say_hello(r);
-	ck_assert_int_eq(ndjson_send(r->conn, json_pack("{s:s, s:i}", "type", "push", "n", 1)), 0);
-	char buf[256];
-	ssize_t n = recv(r->fd, buf, sizeof(buf) - 1, MSG_DONTWAIT);
-	ck_assert_int_gt(n, 0);
-	buf[n] = '\0';
-	ck_assert_str_eq(buf, "{\"type\":\"push\",\"n\":1}\n");
-	char *big = malloc(64 * 1024 + 1);
-	memset(big, 'z', 64 * 1024);
-	big[64 * 1024] = '\0';
-	ck_assert_int_eq(
-	    ndjson_send(r->conn, json_pack("{s:s, s:i, s:s}", "type", "push", "n", 2, "pad", big)),
-	    0);
-	for (int i = 3; i <= 5; i++)
-		ck_assert_int_eq(
-		    ndjson_send(r->conn, json_pack("{s:s, s:i}", "type", "push", "n", i)), 0);
-	for (int i = 2; i <= 5; i++) {
-		json_t *f = next_reply(r, 2000);
-		ck_assert_int_eq(json_integer_value(json_object_get(f, "n")), i);
-		if (i == 2)
-			ck_assert_str_eq(json_string_value(json_object_get(f, "pad")), big);
-		json_decref(f);
-	}
-	free(big);
-	ck_assert_int_eq(r->closes, 0);
-}
-END_TEST
-
 START_TEST(backpressure_stops_reading)
 {
 	struct ndjson_limits lim = {.output_hwm_bytes = 4096};
@@ -1339,7 +1305,6 @@ static Suite *ndjson_suite(void)
 	tcase_add_test(tc, pause_and_resume);
 	tcase_add_test(tc, reply_shapes);
 	tcase_add_test(tc, frames_per_event_cap);
-	tcase_add_test(tc, frames_leave_at_once_and_in_order);
 	tcase_add_test(tc, backpressure_stops_reading);
 	tcase_add_test(tc, slow_consumer);
 	tcase_add_test(tc, close_flushes_then_eof);
