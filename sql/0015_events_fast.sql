@@ -14,37 +14,9 @@
 -- runs batches through both and compares).
 
 -- cd_api_events_exact(p) -> [{ok:true, result} | {ok:false, sqlstate, message, field}, ...]
--- The item-by-item group commit of 0013, unchanged.
-CREATE FUNCTION cd_api_events_exact(p jsonb) RETURNS jsonb
-LANGUAGE plpgsql AS $$
-DECLARE
-    e     jsonb;
-    v_out jsonb[] := '{}';
-    v_col text;
-BEGIN
-    IF jsonb_typeof(p) IS DISTINCT FROM 'array' THEN
-        PERFORM cd_invalid('items', 'must be an array');
-    END IF;
-    BEGIN
-        FOR e IN SELECT value FROM jsonb_array_elements(p) LOOP
-            v_out := v_out || jsonb_build_object('ok', true, 'result', cd_api_event(e));
-        END LOOP;
-        RETURN to_jsonb(v_out);
-    EXCEPTION WHEN OTHERS THEN
-        v_out := '{}';   -- everything the first attempt wrote is rolled back
-    END;
-    FOR e IN SELECT value FROM jsonb_array_elements(p) LOOP
-        BEGIN
-            v_out := v_out || jsonb_build_object('ok', true, 'result', cd_api_event(e));
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS v_col = COLUMN_NAME;
-            v_out := v_out || jsonb_build_object('ok', false, 'sqlstate', SQLSTATE, 'message', SQLERRM,
-                                                 'field', nullif(v_col, ''));
-        END;
-    END LOOP;
-    RETURN to_jsonb(v_out);
-END
-$$;
+-- The item-by-item group commit of 0013, unchanged: renamed, a new cd_api_events_batch
+-- below calls it.
+ALTER FUNCTION cd_api_events_batch(jsonb) RENAME TO cd_api_events_exact;
 
 -- One parsed event of a batch (cd_api_events_fast).
 CREATE TYPE cd_api_ev_item AS (
@@ -335,7 +307,7 @@ $$;
 
 -- cd_api_events_batch(p): as in 0013 (one answer per item, a bad item never fails the
 -- others), now set-based when cd_api_events_fast takes the batch.
-CREATE OR REPLACE FUNCTION cd_api_events_batch(p jsonb) RETURNS jsonb
+CREATE FUNCTION cd_api_events_batch(p jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
     v_out jsonb;
