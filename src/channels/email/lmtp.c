@@ -33,7 +33,8 @@
 enum { L_LMTP, L_SMTP, L_COUNT };
 static const char *const lname[L_COUNT] = {"lmtp", "smtp"};
 
-#define DATA_CHUNK	      65536	   /* a DATA line longer than this is moved in pieces */
+#define DATA_CHUNK 65536 /* a DATA line longer than this is moved in pieces */
+
 #define EMAIL_BATCH_MAX_BYTES (256 * 1024) /* larger mails are committed alone */
 /* An attachment above EMAIL_STAGE_MIN_BYTES is staged before the ingest in chunks of
  * EMAIL_CHUNK_BYTES, each in its own transaction (cd_email_stage_chunk), so that no
@@ -41,10 +42,14 @@ static const char *const lname[L_COUNT] = {"lmtp", "smtp"};
  * waits at most for one chunk's flush (64 KB: a few ms on a slow disk). */
 #define EMAIL_STAGE_MIN_BYTES (256 * 1024)
 #define EMAIL_CHUNK_BYTES     (64 * 1024)
-#define EMAIL_PRUNE_AGE_S     3600 /* staged chunks no mail links: removed after an hour */
-#define EMAIL_PRUNE_EVERY_S   600
-#define EMAIL_PRUNE_FIRST_MS  1000
-#define EMAIL_PRUNE_BATCH     1000
+/* Chunks are staged at most this fast (bytes/s; a 25 MB mail's ~19 MB of attachment in
+ * about 1.2 s): every commit flushes the WAL written before it, so an unpaced stage adds
+ * its megabytes to the flushes chat's acks wait for. */
+#define EMAIL_STAGE_BYTES_PER_S (16 * 1024 * 1024)
+#define EMAIL_PRUNE_AGE_S	3600 /* staged chunks no mail links: removed after an hour */
+#define EMAIL_PRUNE_EVERY_S	600
+#define EMAIL_PRUNE_FIRST_MS	1000
+#define EMAIL_PRUNE_BATCH	1000
 
 #define RCPT_CACHE_SLOTS 256
 #define RCPT_CACHE_TTL_S 5 /* an inbox deleted is still accepted at RCPT for this long */
@@ -103,6 +108,7 @@ struct econn {
 	unsigned long long id;
 	unsigned pending;
 	bool tls, greeted, in_mail, in_data, data_bol, overflow, busy, closing, starttls;
+	struct timespec data_t0; /* when DATA was answered 354 */
 	int bad;
 	char peer[64];
 	char *mail_from;
@@ -130,10 +136,12 @@ struct mail {
 	char *mail_from;
 	struct rcpt *rcpts;
 	size_t nrcpt, waiting;
-	struct timespec t0;
-	double parse_ms;
+	struct timespec t0, stage_t0, store_t0; /* end of DATA, first chunk, ingest */
+	double data_ms, parse_ms, stage_ms;
 	struct chunk *chunks;
 	size_t nchunks, next_chunk;
+	size_t staged_bytes;
+	struct event *pace; /* the next chunk, when staging is ahead of its rate */
 };
 
 struct lookup {
@@ -142,6 +150,13 @@ struct lookup {
 };
 
 static void process(struct econn *c);
+
+static double ms_since(const struct timespec *t0)
+{
+	struct timespec t1;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
 
 /* ---- connection basics --------------------------------------------------------------------- */
 
@@ -303,6 +318,8 @@ static void on_read(struct bufferevent *bev, void *arg)
 
 static void mail_free(struct mail *m)
 {
+	if (m->pace)
+		event_free(m->pace);
 	for (size_t i = 0; i < m->nrcpt; i++) {
 		free(m->rcpts[i].addr);
 		json_decref(m->rcpts[i].payload);
@@ -362,12 +379,13 @@ static void mail_finish(struct mail *m)
 	log_info("email_received",
 		 "listener=%s conn=%llu message_id=%s from=%s size=%zu recipients=%zu stored=%d "
 		 "duplicate=%d failed=%d conversations=%s attachments=%zu chunks=%zu malformed=%s "
-		 "parse_ms=%.1f",
+		 "data_ms=%.1f parse_ms=%.1f stage_ms=%.1f store_ms=%.1f",
 		 lname[c->kind], c->id, log_quote(qid, sizeof(qid), mid ? mid : "-"),
 		 log_quote(qfrom, sizeof(qfrom), from ? from : "-"), m->len, m->nrcpt, stored, dups,
 		 failed, cl ? convs : "-", json_array_size(json_object_get(m->rec, "attachments")),
 		 m->nchunks, json_is_true(json_object_get(m->rec, "malformed")) ? "true" : "false",
-		 m->parse_ms);
+		 m->data_ms, m->parse_ms, m->stage_ms,
+		 m->store_t0.tv_sec ? ms_since(&m->store_t0) : 0.0);
 	em->in_flight--;
 	mail_free(m);
 	c->busy = false;
@@ -549,10 +567,7 @@ static void parse_work(void *arg)
 	m->data = NULL;
 	m->rec = email_mime_parse(m->raw, m->len, m->max_att);
 	build_payloads(m);
-	struct timespec t1;
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	m->parse_ms =
-	    (double)(t1.tv_sec - m->t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - m->t0.tv_nsec) / 1e6;
+	m->parse_ms = ms_since(&m->t0);
 }
 
 /* Every recipient's ingest; the mail is finished when the last one answered. */
@@ -598,6 +613,13 @@ static void fail_all(struct mail *m)
 
 static void stage_next(struct mail *m);
 
+static void pace_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	stage_next(arg);
+}
+
 /* A chunk staged (committed): the next, or the ingest after the last. */
 static void stage_cb(void *arg, const struct store_reply *rep)
 {
@@ -615,7 +637,18 @@ static void stage_cb(void *arg, const struct store_reply *rep)
 		fail_all(m);
 		return;
 	}
+	m->staged_bytes += ch->len;
 	m->next_chunk++;
+	double ahead_ms =
+	    (double)m->staged_bytes * 1e3 / EMAIL_STAGE_BYTES_PER_S - ms_since(&m->stage_t0);
+	if (m->next_chunk < m->nchunks && ahead_ms >= 1.0) {
+		if (!m->pace)
+			m->pace = evtimer_new(m->em->app->base, pace_cb, m);
+		long us = (long)(ahead_ms * 1e3);
+		struct timeval tv = {us / 1000000, us % 1000000};
+		if (m->pace && evtimer_add(m->pace, &tv) == 0)
+			return;
+	}
 	stage_next(m);
 }
 
@@ -624,9 +657,14 @@ static void stage_cb(void *arg, const struct store_reply *rep)
 static void stage_next(struct mail *m)
 {
 	if (m->next_chunk == m->nchunks) {
+		if (m->nchunks)
+			m->stage_ms = ms_since(&m->stage_t0);
+		clock_gettime(CLOCK_MONOTONIC, &m->store_t0);
 		submit_ingest(m);
 		return;
 	}
+	if (m->next_chunk == 0)
+		clock_gettime(CLOCK_MONOTONIC, &m->stage_t0);
 	struct chunk *ch = &m->chunks[m->next_chunk];
 	if (store_call_bytes(m->em->app->store, STORE_Q_EMAIL_STAGE_CHUNK, ch->data, ch->len,
 			     stage_cb, m) < 0) {
@@ -728,6 +766,7 @@ static void end_of_data(struct econn *c)
 	for (size_t i = 0; i < m->nrcpt; i++)
 		m->rcpts[i].m = m;
 	clock_gettime(CLOCK_MONOTONIC, &m->t0);
+	m->data_ms = ms_since(&c->data_t0);
 	c->busy = true;
 	c->pending++;
 	em->in_flight++;
@@ -1036,6 +1075,7 @@ static void cmd_data(struct econn *c, const char *arg)
 		return;
 	}
 	c->in_data = true;
+	clock_gettime(CLOCK_MONOTONIC, &c->data_t0);
 	c->data_bol = true;
 	c->overflow = false;
 	reply(c, "354 2.0.0 start mail input; end with <CRLF>.<CRLF>");
@@ -1126,17 +1166,11 @@ static bool data_step(struct econn *c, struct evbuffer *in)
 	evbuffer_copyout(in, first, 2);
 	if (!c->data_bol || first[0] != '.') {
 		/* up to and including the line end before the next line starting with a dot
-		 * (LF or CRLF, like evbuffer_search_eol below), else all but the last byte (it
-		 * may be the LF of such a line end) */
+		 * (LF or CRLF, like evbuffer_search_eol below), else everything: when it ends
+		 * with an LF, data_bol makes the next step look at a dot after it. Whole chains
+		 * move without a copy. */
 		struct evbuffer_ptr d = evbuffer_search(in, "\n.", 2, NULL);
-		size_t n;
-		if (d.pos >= 0) {
-			n = (size_t)d.pos + 1;
-		} else {
-			if (avail < 2)
-				return false;
-			n = avail - 1;
-		}
+		size_t n = d.pos >= 0 ? (size_t)d.pos + 1 : avail;
 		char last = 0;
 		struct evbuffer_ptr lp;
 		if (evbuffer_ptr_set(in, &lp, n - 1, EVBUFFER_PTR_SET) == 0)
