@@ -1,6 +1,7 @@
 #include "contactd/store.h"
 
 #include "contactd/log.h"
+#include "contactd/migrate.h"
 
 #include <event2/event.h>
 #include <jansson.h>
@@ -156,16 +157,17 @@ struct batch_acc {
 	int n;
 };
 
-enum conn_state { SC_DOWN, SC_CONNECTING, SC_WARMING, SC_IDLE, SC_PREPARING, SC_BUSY };
+enum conn_state { SC_DOWN, SC_CONNECTING, SC_IDLE, SC_WARMING, SC_PREPARING, SC_BUSY };
 
-/* Run by every connection once it is up, before it takes work: the chat path's functions,
+/* Run by every connection once it is up and the schema is current, before it takes work
+ * (once per connection; a connection warming is busy): the chat path's functions,
  * called as the first messages of a new customer would call them, inside a subtransaction
  * that is always rolled back (nothing is kept; sequences may skip a few numbers). A
  * backend's first calls of a PL/pgSQL function load its catalog entries and plan each
  * statement -- 20 to 45 ms for the set-based chat ingest, 5 custom plans before a generic
  * one -- and that would otherwise be paid by the first real batches that land on it, long
- * after start-up when a busy pool first spills onto a connection. Best effort: any error
- * (an older schema, a constraint) only ends the warm-up. */
+ * after start-up when a busy pool first spills onto a connection. Best effort: any other
+ * error (an older schema) is logged and only ends the warm-up. */
 static const char warm_sql[] =
     "DO $warm$ DECLARE v_c bigint; BEGIN BEGIN "
     "v_c := (cd_chat_customer_hello(jsonb_build_object('name', 'contactd warm-up', "
@@ -173,8 +175,8 @@ static const char warm_sql[] =
     "'customer')::bigint; "
     "PERFORM cd_chat_customer_messages(jsonb_build_array(jsonb_build_object('customer', v_c, "
     "'body', 'warm-up', 'client_msg_id', 'warm-up-' || g))) FROM generate_series(1, 6) g; "
-    "RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'rolled back'; "
-    "EXCEPTION WHEN OTHERS THEN NULL; END; END $warm$";
+    "RAISE EXCEPTION USING ERRCODE = 'CDWRM', MESSAGE = 'rolled back'; "
+    "EXCEPTION WHEN SQLSTATE 'CDWRM' THEN NULL; END; END $warm$";
 
 struct store_conn {
 	struct store *s;
@@ -188,6 +190,7 @@ struct store_conn {
 	bool prepared[STORE_Q__COUNT];
 	struct store_req *cur;
 	PGresult *first; /* the first result of the current command */
+	bool cold;	 /* has not run warm_sql since it connected */
 	struct timespec warm_t0;
 };
 
@@ -436,7 +439,7 @@ static void fail_req(struct store *s, struct store_req *r, enum store_status st)
 static void conn_down(struct store_conn *c, const char *why)
 {
 	struct store *s = c->s;
-	bool was_up = c->state >= SC_IDLE; /* a warming connection is not counted yet */
+	bool was_up = c->state >= SC_IDLE;
 	if (c->pg) {
 		char q[256];
 		log_msg(strcmp(why, "shutdown") == 0 ? LOG_LEVEL_INFO : LOG_LEVEL_WARN,
@@ -512,6 +515,7 @@ static void version_cb(void *arg, const struct store_reply *rep)
 	else if (rep->status != STORE_UNAVAILABLE)
 		s->schema_version = 0; /* no schema_migrations table yet */
 	notify_state(s);
+	schedule_dispatch(s); /* cold connections warm up once the schema is current */
 }
 
 static void notice_cb(void *arg, const PGresult *res)
@@ -524,34 +528,46 @@ static void notice_cb(void *arg, const PGresult *res)
 
 static void conn_connected(struct store_conn *c)
 {
-	c->state = SC_WARMING;
+	struct store *s = c->s;
+	c->state = SC_IDLE;
 	c->backoff_ms = 0;
+	c->cold = true;
+	s->up++;
+	log_info("store_connected", "conn=%d server_version=%d up=%d", c->idx,
+		 PQserverVersion(c->pg), s->up);
 	PQsetNoticeReceiver(c->pg, notice_cb, c);
 	want_io(c, EV_READ | EV_PERSIST, 0);
-	clock_gettime(CLOCK_MONOTONIC, &c->warm_t0);
-	if (!PQsendQuery(c->pg, warm_sql)) {
-		conn_down(c, PQerrorMessage(c->pg));
-		return;
-	}
-	conn_flush(c);
-}
-
-/* The warm-up is over: the connection takes work. */
-static void conn_warmed(struct store_conn *c)
-{
-	struct store *s = c->s;
-	struct timespec t1;
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	c->state = SC_IDLE;
-	s->up++;
-	log_info("store_connected", "conn=%d server_version=%d up=%d warm_ms=%.1f", c->idx,
-		 PQserverVersion(c->pg), s->up,
-		 (double)(t1.tv_sec - c->warm_t0.tv_sec) * 1e3 +
-		     (double)(t1.tv_nsec - c->warm_t0.tv_nsec) / 1e6);
 	if (s->up == 1)
 		store_call(s, STORE_Q_SCHEMA_VERSION, 0, NULL, version_cb, s);
 	conn_dispatch(c);
 	schedule_dispatch(s);
+}
+
+/* The warm-up of an idle cold connection, once the schema is the one this build wants. */
+static bool conn_warm(struct store_conn *c)
+{
+	if (!c->cold || c->s->schema_version < migrate_latest_version())
+		return false;
+	c->cold = false;
+	clock_gettime(CLOCK_MONOTONIC, &c->warm_t0);
+	if (!PQsendQuery(c->pg, warm_sql)) {
+		conn_down(c, PQerrorMessage(c->pg));
+		return true;
+	}
+	c->state = SC_WARMING;
+	conn_flush(c);
+	return true;
+}
+
+static void conn_warmed(struct store_conn *c)
+{
+	struct timespec t1;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	c->state = SC_IDLE;
+	log_info("store_warmed", "conn=%d ms=%.1f", c->idx,
+		 (double)(t1.tv_sec - c->warm_t0.tv_sec) * 1e3 +
+		     (double)(t1.tv_nsec - c->warm_t0.tv_nsec) / 1e6);
+	conn_dispatch(c);
 }
 
 static void conn_poll(struct store_conn *c)
@@ -639,7 +655,7 @@ static void conn_send(struct store_conn *c)
 static void conn_dispatch(struct store_conn *c)
 {
 	struct store *s = c->s;
-	if (c->state != SC_IDLE)
+	if (c->state != SC_IDLE || conn_warm(c))
 		return;
 	/* group commit: what accumulated while every connection was busy, or while enough
 	 * batches of its query were running, goes out together */
@@ -751,8 +767,8 @@ static void conn_io_cb(evutil_socket_t fd, short what, void *arg)
 		}
 		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 			char q[256];
-			log_debug("store_warm_failed", "conn=%d error=%s", c->idx,
-				  log_quote(q, sizeof(q), PQresultErrorMessage(res)));
+			log_info("store_warm_failed", "conn=%d error=%s", c->idx,
+				 log_quote(q, sizeof(q), PQresultErrorMessage(res)));
 		}
 		PQclear(res);
 	}

@@ -79,6 +79,22 @@ class Running(DaemonTest):
         self.assertEqual(d.stop(signal.SIGTERM), 0)
         self.assertIn("event=shutdown", d.log())
 
+    def test_connection_warm_up_keeps_nothing(self):
+        """Each pool connection runs the chat path once before it takes work (so that the
+        first real batches on it do not pay for planning); none of it is kept."""
+        d = self.daemon().start()
+        for i in range(2):  # the harness's pool_size
+            d.wait_log(r"event=store_warmed conn=%d " % i)
+        dbname = d.conninfo.split("dbname=")[1].split()[0]
+        counts = harness.psql("SELECT (SELECT count(*) FROM customers) || ',' || "
+                              "(SELECT count(*) FROM conversations) || ',' || "
+                              "(SELECT count(*) FROM messages) || ',' || "
+                              "(SELECT count(*) FROM events_log) || ',' || "
+                              "(SELECT count(*) FROM customer_resume_tokens)", dbname=dbname)
+        self.assertEqual(counts.strip(), "0,0,0,0,0")
+        self.assertNotIn("store_warm_failed", d.log())
+        self.assertEqual(d.stop(signal.SIGTERM), 0)
+
     def test_sigint_exits_0(self):
         d = self.daemon().start()
         self.assertEqual(d.stop(signal.SIGINT), 0)
