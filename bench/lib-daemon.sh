@@ -25,10 +25,10 @@ bench_pg_start() {
     # A new cluster has no WAL segments to recycle: each 16 MB of WAL makes the writer
     # create and zero-fill a new segment file and fsync it (15-30 ms, with the WAL write
     # lock held: every commit waits). A server that has run for a while renames old
-    # segments instead. So that benchmarks see the latter, ~130 MB of WAL is written and
+    # segments instead. So that benchmarks see the latter, ~640 MB of WAL is written and
     # checkpointed first (min_wal_size = 1GB keeps the segments for reuse).
     psql -X -q "$CONN" -c "CREATE TABLE bench_wal_warmup AS SELECT g, repeat(md5(g::text), 30) AS x
-                              FROM generate_series(1, 130000) g" \
+                              FROM generate_series(1, 640000) g" \
         -c "DROP TABLE bench_wal_warmup" -c "CHECKPOINT"
 }
 

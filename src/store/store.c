@@ -112,15 +112,8 @@ static const struct {
     [STORE_Q_EMAIL_CLAIM] = {"email_claim", "SELECT cd_email_outbox_claim($1::int, $2::int)::text",
 			     2, false},
     [STORE_Q_EMAIL_DONE] = {"email_done", "SELECT cd_email_outbox_done($1::jsonb)::text", 1, false},
-    /* A chunk commits without waiting for its WAL flush: the mail's ingest, which links the
-     * chunks and alone earns the 250, is a durable commit, and flushing the WAL up to its
-     * commit record flushes every chunk staged before it. A crash in between loses chunks
-     * of a mail nobody acknowledged (the MTA retries). 280 fsyncs less for a 25 MB mail,
-     * which chat's commits no longer queue behind. */
-    [STORE_Q_EMAIL_STAGE_CHUNK] = {"email_stage_chunk",
-				   "SELECT cd_email_stage_chunk($1::bytea)"
-				   " FROM set_config('synchronous_commit', 'off', true)",
-				   1, false},
+    [STORE_Q_EMAIL_STAGE_CHUNK] = {"email_stage_chunk", "SELECT cd_email_stage_chunk($1::bytea)", 1,
+				   false},
     [STORE_Q_EMAIL_CHUNKS_PRUNE] = {"email_chunks_prune",
 				    "SELECT cd_email_chunks_prune($1::int, $2::int)::text", 2,
 				    false},

@@ -129,7 +129,7 @@ struct chunk {
 struct mail {
 	struct econn *c;
 	struct email *em;
-	struct evbuffer *data; /* as received, until the worker copies it into RAW */
+	struct evbuffer *data; /* as received, until the parse is done (freed on the loop) */
 	char *raw;
 	size_t len, max_att;
 	json_t *rec;
@@ -561,10 +561,12 @@ static void parse_work(void *arg)
 	m->raw = malloc(m->len + 1);
 	if (!m->raw)
 		abort();
-	evbuffer_remove(m->data, m->raw, m->len);
+	/* copied, not drained: the buffer's chains were allocated on the loop's thread, and
+	 * freeing them here would take the loop's malloc arena lock thousands of times from a
+	 * nice +10 thread -- preempted while holding it, it stalled the loop (and every chat
+	 * ack) for tens of ms. parse_done frees the buffer on the loop. */
+	evbuffer_copyout(m->data, m->raw, m->len);
 	m->raw[m->len] = 0;
-	evbuffer_free(m->data);
-	m->data = NULL;
 	m->rec = email_mime_parse(m->raw, m->len, m->max_att);
 	build_payloads(m);
 	m->parse_ms = ms_since(&m->t0);
@@ -679,6 +681,8 @@ static void parse_done(void *arg)
 	struct mail *m = arg;
 	free(m->raw);
 	m->raw = NULL;
+	evbuffer_free(m->data);
+	m->data = NULL;
 	stage_next(m);
 }
 
