@@ -563,8 +563,8 @@ static void parse_work(void *arg)
 		abort();
 	/* copied, not drained: the buffer's chains were allocated on the loop's thread, and
 	 * freeing them here would take the loop's malloc arena lock thousands of times from a
-	 * nice +10 thread -- preempted while holding it, it stalled the loop (and every chat
-	 * ack) for tens of ms. parse_done frees the buffer on the loop. */
+	 * nice +10 thread, which, preempted while holding it, would stall the loop (and every
+	 * chat ack). parse_done frees the buffer on the loop. */
 	evbuffer_copyout(m->data, m->raw, m->len);
 	m->raw[m->len] = 0;
 	m->rec = email_mime_parse(m->raw, m->len, m->max_att);
