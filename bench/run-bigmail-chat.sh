@@ -52,6 +52,11 @@ echo "== baseline: chat at 2000 msgs/s, ${SECS}s" >&2
 "$B/chat-load" --port "$CPORT" --customers 100 --rate 2000 --seconds "$SECS" \
     --label chat-2000-baseline | tee -a "$OUT"
 echo "== chat at 2000 msgs/s with one 25 MB mail after 3 s" >&2
+# Nothing of the load generator's own files (the 25 MB mail above) may be written back
+# by the kernel during the run: its flusher writes dirty pages after ~30 s, and that
+# write-back shares the disk with PostgreSQL's WAL flushes (a 50-90 ms stall of every
+# commit, seen 5-8 s after the mail before this).
+sync
 # The sender starts first: it reads the mail, quotes its dots and CR LFs (what smtplib's
 # sendmail would do inside the timed part) and connects, then waits for its moment, so
 # that none of the load generator's own CPU falls into the chat run it measures.
