@@ -554,12 +554,8 @@ static bool conn_warm(struct store_conn *c)
 
 static void conn_warmed(struct store_conn *c)
 {
-	struct timespec t1;
-	clock_gettime(CLOCK_MONOTONIC, &t1);
 	c->state = SC_IDLE;
-	log_info("store_warmed", "conn=%d ms=%.1f", c->idx,
-		 (double)(t1.tv_sec - c->warm_t0.tv_sec) * 1e3 +
-		     (double)(t1.tv_nsec - c->warm_t0.tv_nsec) / 1e6);
+	log_info("store_warmed", "conn=%d ms=%.1f", c->idx, since(&c->warm_t0) * 1e3);
 	conn_dispatch(c);
 }
 
