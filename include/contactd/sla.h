@@ -30,6 +30,9 @@ void sla_free(struct sla **s);
 void sla_store_ready(struct sla *s);
 /* Timers may have started (a conversation opened, a customer wrote): poll soon. */
 void sla_kick(struct sla *s);
+/* A conversation opened with ROUTE (cd_route_info's object): sla_kick when its `sla`
+ * names a policy; without one no timer started and there is nothing to look for. */
+void sla_kick_route(struct sla *s, const json_t *route);
 
 struct sla_stats {
 	unsigned long long warnings, breaches, escalations;

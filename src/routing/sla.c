@@ -260,6 +260,12 @@ void sla_kick(struct sla *s)
 		add_after(s->kick_timer, SLA_KICK_MS);
 }
 
+void sla_kick_route(struct sla *s, const json_t *route)
+{
+	if (json_integer_value(json_object_get(json_object_get(route, "sla"), "policy")) > 0)
+		sla_kick(s);
+}
+
 void sla_store_ready(struct sla *s)
 {
 	if (!s)

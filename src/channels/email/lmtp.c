@@ -405,7 +405,7 @@ static void after_commit(struct email *em, const json_t *res)
 	const json_t *route = json_object_get(res, "route");
 	if (json_is_true(json_object_get(res, "opened")) && json_is_object(route)) {
 		routing_conversation_opened(app->routing, route);
-		sla_kick(app->sla);
+		sla_kick_route(app->sla, route); /* its SLA clocks, if it has a policy */
 	}
 	int64_t agent = json_integer_value(json_object_get(res, "agent"));
 	if (agent > 0 && app->chat) {

@@ -324,9 +324,7 @@ static void apply_effects(struct phone *ph, const json_t *res, struct pbx *x)
 		/* SLA clocks started: they may fire before the poller's next round. Without a
 		 * policy there is nothing to look for (a poll per call competed with the next
 		 * calls' offers for the 2 cores of a small box, bench/run-phone-route.sh). */
-		if (json_integer_value(json_object_get(json_object_get(route, "sla"), "policy")) >
-		    0)
-			sla_kick(ph->app->sla);
+		sla_kick_route(ph->app->sla, route);
 	}
 }
 
