@@ -153,20 +153,22 @@ struct batch_acc {
 enum conn_state { SC_DOWN, SC_CONNECTING, SC_IDLE, SC_WARMING, SC_PREPARING, SC_BUSY };
 
 /* Run by every connection once it is up and the schema is current, before it takes work
- * (once per connection; a connection warming is busy): the chat path's functions,
- * called as the first messages of a new customer would call them, inside a subtransaction
- * that is always rolled back (nothing is kept; sequences may skip a few numbers). A
- * backend's first calls of a PL/pgSQL function load its catalog entries and plan each
- * statement -- 20 to 45 ms for the set-based chat ingest, 5 custom plans before a generic
- * one -- and that would otherwise be paid by the first real batches that land on it, long
- * after start-up when a busy pool first spills onto a connection. Best effort: any other
- * error (an older schema) is logged and only ends the warm-up. */
+ * (once per connection; a connection warming is busy): the chat path's functions -- a
+ * customer hello, then six chat batches whose one item names no customer, which run every
+ * statement of the ingest (and its statement triggers) but write no row -- inside a
+ * subtransaction that is always rolled back. Nothing is kept. No message, conversation or
+ * events_log id is taken: a rolled-back events_log id is a gap that GET /v1/stream and the
+ * webhooks wait on for 2 s (0010_stream.sql); only a customer id is skipped. A backend's
+ * first calls of a PL/pgSQL function load its catalog entries and plan each statement --
+ * 20 to 45 ms for the set-based chat ingest, 5 custom plans before a generic one -- and
+ * that would otherwise be paid by the first real batches that land on it, long after
+ * start-up when a busy pool first spills onto a connection. Best effort: any other error
+ * (an older schema) is logged and only ends the warm-up. */
 static const char warm_sql[] =
-    "DO $warm$ DECLARE v_c bigint; BEGIN BEGIN "
-    "v_c := (cd_chat_customer_hello(jsonb_build_object('name', 'contactd warm-up', "
-    "'new_resume_hash', encode(sha256(gen_random_uuid()::text::bytea), 'hex'))) ->> "
-    "'customer')::bigint; "
-    "PERFORM cd_chat_customer_messages(jsonb_build_array(jsonb_build_object('customer', v_c, "
+    "DO $warm$ BEGIN BEGIN "
+    "PERFORM cd_chat_customer_hello(jsonb_build_object('name', 'contactd warm-up', "
+    "'new_resume_hash', encode(sha256(gen_random_uuid()::text::bytea), 'hex'))); "
+    "PERFORM cd_chat_customer_messages(jsonb_build_array(jsonb_build_object('customer', 0, "
     "'body', 'warm-up', 'client_msg_id', 'warm-up-' || g))) FROM generate_series(1, 6) g; "
     "RAISE EXCEPTION USING ERRCODE = 'CDWRM', MESSAGE = 'rolled back'; "
     "EXCEPTION WHEN SQLSTATE 'CDWRM' THEN NULL; END; END $warm$";

@@ -81,17 +81,29 @@ class Running(DaemonTest):
 
     def test_connection_warm_up_keeps_nothing(self):
         """Each pool connection runs the chat path once before it takes work (so that the
-        first real batches on it do not pay for planning); none of it is kept."""
-        d = self.daemon().start()
+        first real batches on it do not pay for planning); none of it is kept, and it takes
+        no message, conversation or event id."""
+        d = self.daemon()
+        self.assertEqual(d.cli("--migrate").returncode, 0)
+        dbname = d.conninfo.split("dbname=")[1].split()[0]
+        # a queue, so that a chat message of a real customer would be stored
+        harness.psql("INSERT INTO queues (name) VALUES ('general')", dbname=dbname)
+        d.start()
         for i in range(2):  # the harness's pool_size
             d.wait_log(r"event=store_warmed conn=%d " % i)
-        dbname = d.conninfo.split("dbname=")[1].split()[0]
         counts = harness.psql("SELECT (SELECT count(*) FROM customers) || ',' || "
                               "(SELECT count(*) FROM conversations) || ',' || "
                               "(SELECT count(*) FROM messages) || ',' || "
                               "(SELECT count(*) FROM events_log) || ',' || "
                               "(SELECT count(*) FROM customer_resume_tokens)", dbname=dbname)
         self.assertEqual(counts.strip(), "0,0,0,0,0")
+        # no id of these was taken: a rolled-back events_log id would be a gap the stream
+        # waits on (2 s) before the first real event after every (re)connect
+        for table in ("events_log", "messages", "conversations"):
+            used = harness.psql("SELECT is_called FROM %s" % harness.psql(
+                "SELECT pg_get_serial_sequence('%s', 'id')" % table, dbname=dbname).strip(),
+                dbname=dbname)
+            self.assertEqual(used.strip(), "f", table)
         self.assertNotIn("store_warm_failed", d.log())
         self.assertEqual(d.stop(signal.SIGTERM), 0)
 
