@@ -563,6 +563,23 @@ class Listeners(Email):
 class LargeMail(Email):
     extra = {"limits.max_email_bytes": "1048576"}
 
+    def test_commands_after_data_in_the_same_write(self):
+        """A large DATA (read in big pieces straight from the socket) and the commands that
+        follow its end in the same write: none of them is lost or taken as mail."""
+        r = Raw(self.lport)
+        self.addCleanup(r.close)
+        self.assertEqual(r.reply()[0], 220)
+        r.send("LHLO test\r\nMAIL FROM:<ana@example.com>\r\nRCPT TO:<support@example.com>\r\n"
+               "DATA\r\n")
+        self.assertEqual([r.reply()[0] for _ in range(4)], [250, 250, 250, 354])
+        body = "\r\n".join("line %06d of a long mail" % i for i in range(22000))
+        data = mail(message_id="bulk-then-commands@x", body=body + "\r\n")
+        r.send(data + b".\r\nRSET\r\nNOOP\r\nQUIT\r\n")
+        self.assertEqual([r.reply()[0] for _ in range(4)], [250, 250, 250, 221])
+        stored = self.db("SELECT body FROM messages")
+        self.assertTrue(stored.endswith("line 021999 of a long mail"), stored[-80:])
+        self.assertNotIn("RSET", stored)
+
     def attached(self, blob, message_id, name="blob.bin"):
         import base64
         b64 = base64.encodebytes(blob).decode().replace("\n", "\r\n")
