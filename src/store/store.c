@@ -249,6 +249,19 @@ static void enqueue_req(struct store *s, struct store_req *r, bool front)
 	s->queued++;
 }
 
+/* A new request of Q, started now; NULL when out of memory. */
+static struct store_req *req_new(enum store_query q, store_cb cb, void *arg)
+{
+	struct store_req *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->q = q;
+	r->cb = cb;
+	r->arg = arg;
+	clock_gettime(CLOCK_MONOTONIC, &r->started);
+	return r;
+}
+
 /* A request for ITEMS[0..N) (taken over), its payloads joined into one JSON array. */
 static struct store_req *batch_req(struct store *s, enum store_query q, struct store_item *items,
 				   int n)
@@ -849,16 +862,12 @@ int store_call(struct store *s, enum store_query q, int nparams, const char *con
 	if (!s || s->up == 0 || s->queued >= STORE_MAX_QUEUED || nparams > STORE_MAX_PARAMS ||
 	    nparams != queries[q].nparams)
 		return -1;
-	struct store_req *r = calloc(1, sizeof(*r));
+	struct store_req *r = req_new(q, cb, arg);
 	if (!r)
 		return -1;
-	r->q = q;
-	r->cb = cb;
-	r->arg = arg;
 	r->nparams = nparams;
 	for (int i = 0; i < nparams; i++)
 		r->params[i] = params[i] ? strdup(params[i]) : NULL;
-	clock_gettime(CLOCK_MONOTONIC, &r->started);
 	enqueue_req(s, r, false);
 	schedule_dispatch(s);
 	return 0;
@@ -870,17 +879,13 @@ int store_call_bytes(struct store *s, enum store_query q, char *data, size_t len
 	if (!s || s->up == 0 || s->queued >= STORE_MAX_QUEUED || queries[q].nparams != 1 || !data ||
 	    len > INT_MAX)
 		return -1;
-	struct store_req *r = calloc(1, sizeof(*r));
+	struct store_req *r = req_new(q, cb, arg);
 	if (!r)
 		return -1;
-	r->q = q;
-	r->cb = cb;
-	r->arg = arg;
 	r->nparams = 1;
 	r->params[0] = data;
 	r->bin = true;
 	r->bin_len = (int)len;
-	clock_gettime(CLOCK_MONOTONIC, &r->started);
 	enqueue_req(s, r, false);
 	schedule_dispatch(s);
 	return 0;

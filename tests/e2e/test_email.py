@@ -189,6 +189,16 @@ class Email(DaemonTest):
         self.assertEqual(status, 201, obj)
         return obj
 
+    def raw_in_data(self):
+        """A raw LMTP session to support@example.com, answered 354: the caller sends DATA."""
+        r = Raw(self.lport)
+        self.addCleanup(r.close)
+        self.assertEqual(r.reply()[0], 220)
+        r.send("LHLO test\r\nMAIL FROM:<ana@example.com>\r\nRCPT TO:<support@example.com>\r\n"
+               "DATA\r\n")
+        self.assertEqual([r.reply()[0] for _ in range(4)], [250, 250, 250, 354])
+        return r
+
     def db(self, sql):
         return harness.psql(sql, dbname=self.d.conninfo.split("dbname=")[1])
 
@@ -247,12 +257,7 @@ class Listeners(Email):
         lines[11] = ".\t."
         stuffed = "\r\n".join(("." + ln) if ln.startswith(".") else ln for ln in lines)
         data = mail(message_id="pieces@x", body=stuffed + "\r\n").replace(b"\n", b"\n")
-        r = Raw(self.lport)
-        self.addCleanup(r.close)
-        self.assertEqual(r.reply()[0], 220)
-        r.send("LHLO test\r\nMAIL FROM:<ana@example.com>\r\nRCPT TO:<support@example.com>\r\n"
-               "DATA\r\n")
-        self.assertEqual([r.reply()[0] for _ in range(4)], [250, 250, 250, 354])
+        r = self.raw_in_data()
         wire = data + b".\r\n"
         i = 0
         while i < len(wire):
@@ -564,14 +569,9 @@ class LargeMail(Email):
     extra = {"limits.max_email_bytes": "1048576"}
 
     def test_commands_after_data_in_the_same_write(self):
-        """A large DATA (read in big pieces straight from the socket) and the commands that
-        follow its end in the same write: none of them is lost or taken as mail."""
-        r = Raw(self.lport)
-        self.addCleanup(r.close)
-        self.assertEqual(r.reply()[0], 220)
-        r.send("LHLO test\r\nMAIL FROM:<ana@example.com>\r\nRCPT TO:<support@example.com>\r\n"
-               "DATA\r\n")
-        self.assertEqual([r.reply()[0] for _ in range(4)], [250, 250, 250, 354])
+        """A large DATA and the commands that follow its end in the same write: none of
+        them is lost or taken as mail."""
+        r = self.raw_in_data()
         body = "\r\n".join("line %06d of a long mail" % i for i in range(22000))
         data = mail(message_id="bulk-then-commands@x", body=body + "\r\n")
         r.send(data + b".\r\nRSET\r\nNOOP\r\nQUIT\r\n")
