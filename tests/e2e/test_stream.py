@@ -312,6 +312,39 @@ class Stream(DaemonTest):
         self.assertEqual(e["id"], b["id"] + 2)
         self.assertLess(time.time() - t0, 6)
 
+    def test_message_events_name_their_message(self):
+        # the events_log row of a customer message names the message (no copy of the
+        # body); readers get the data built from the message, and its body counts
+        # towards the read's byte bound
+        c = self.connect()
+        self.assertEqual(c.request({"type": "hello", "role": "customer", "name": "Ref",
+                                    "queue": "billing"})["type"], "ok")
+        first = c.request({"type": "message", "body": "a" * 3000})
+        second = c.request({"type": "message", "body": "b" * 3000})
+        rows = self.db("SELECT string_agg(data::text || ' ' || message_id, ',' ORDER BY id) "
+                       "FROM events_log WHERE kind = 'message.in'")
+        self.assertEqual(rows, "{} %d,{} %d" % (first["message"], second["message"]))
+        start = int(self.db("SELECT min(id) - 1 FROM events_log WHERE kind = 'message.in'"))
+        r = json.loads(self.db("SELECT cd_stream_read(%d, 100, 1024)" % start))
+        self.assertEqual((len(r["events"]), r["more"]), (1, True))
+        customer, created_at = self.db("SELECT author_customer_id || ' ' || cd_ts(created_at) "
+                                       "FROM messages WHERE id = %d" % first["message"]).split()
+        self.assertEqual(r["events"][0]["data"], {
+            "conversation": first["conversation"], "message": first["message"],
+            "channel": "chat", "customer": int(customer), "external_id": None,
+            "body": "a" * 3000, "body_truncated": False, "created_at": created_at})
+        r = json.loads(self.db("SELECT cd_stream_read(%d, 100, 16384)" % start))
+        self.assertEqual([e["data"]["body"][0] for e in r["events"] if e["kind"] == "message.in"],
+                         ["a", "b"])
+        # a row written before the message was referenced (its data copied) reads as it
+        # was; a row naming a message that does not exist reads as {message}
+        self.db("INSERT INTO events_log (kind, data) VALUES "
+                "('message.in', '{\"message\": 7, \"body\": \"old\"}')")
+        self.db("INSERT INTO events_log (kind, message_id) VALUES ('message.in', 999999999)")
+        r = json.loads(self.db("SELECT cd_stream_read(%d, 100, 16384)" % r["last"]))
+        self.assertEqual([e["data"] for e in r["events"] if e["kind"] == "message.in"],
+                         [{"message": 7, "body": "old"}, {"message": 999999999}])
+
     def test_read_bounds_and_prune(self):
         # cd_stream_read: at most `limit` events and about `max_bytes` (at least one)
         self.db("INSERT INTO events_log (kind, data) SELECT 'test.small', "

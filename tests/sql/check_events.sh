@@ -178,7 +178,8 @@ SELECT 'conversation', id, customer_id, channel, status, queue_id, agent_id, tie
 SELECT 'message', id, conversation_id, channel, direction, author_kind, author_customer_id, md5(body), external_id
   FROM messages ORDER BY id;
 SELECT 'timeline', conversation_id, kind, data FROM conversation_events ORDER BY conversation_id, kind, data::text;
-SELECT 'events_log', kind, data - 'created_at' - 'at' FROM events_log ORDER BY kind, (data - 'created_at' - 'at')::text"
+SELECT 'events_log', kind, d - 'created_at' - 'at'
+  FROM (SELECT kind, cd_event_data(data, message_id) AS d FROM events_log) e ORDER BY kind, (d - 'created_at' - 'at')::text"
 }
 tf=$(tables "$FAST")
 te=$(tables "$EXACT")

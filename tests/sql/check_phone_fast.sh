@@ -152,7 +152,7 @@ SELECT 'conversation', t_norm(to_jsonb(c) || jsonb_build_object('enq=created', c
 SELECT 'call', t_norm(to_jsonb(k) || jsonb_build_object('upd=created', k.updated_at = k.created_at)) FROM calls k ORDER BY id;
 SELECT 'phone_event', t_norm(to_jsonb(e)) FROM phone_events e ORDER BY id;
 SELECT 'timeline', t_norm(to_jsonb(e)) FROM conversation_events e ORDER BY id;
-SELECT 'events_log', id, kind, t_norm(data) FROM events_log ORDER BY id;
+SELECT 'events_log', id, kind, t_norm(cd_event_data(data, message_id)) FROM events_log ORDER BY id;
 SELECT 'offer', t_norm(to_jsonb(o)) FROM offers o ORDER BY id;
 SELECT 'sla_timer', t_norm(to_jsonb(t) || jsonb_build_object('due-start', extract(epoch FROM t.due_at - t.started_at)))
   FROM sla_timers t ORDER BY conversation_id, timer;
