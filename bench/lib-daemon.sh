@@ -2,11 +2,13 @@
 # and contactd daemons on free ports.  Source it after `set -euo pipefail` and cd "$ROOT".
 #   bench_build [targets...]         builds into $B (build-bench/)
 #   bench_pg_start                   sets CONN and PGDIR; stopped on exit
-#   bench_daemon_start DB [KEY=VAL]  a fresh database DB; sets CPORT PPORT HPORT LPORT TOKEN DAEMON
+#   bench_daemon_start DB [KEY=VAL]  a fresh database DB (the previous one dropped, the cluster
+#                                    checkpointed); sets CPORT PPORT HPORT LPORT TOKEN DAEMON
 #   bench_daemon_stop
 B=$ROOT/build-bench
 DAEMON=""
 PGDIR=""
+BENCH_LAST_DB=""
 
 bench_build() {
     cmake -S "$ROOT" -B "$B" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCONTACTD_TESTS=OFF >/dev/null
@@ -38,7 +40,15 @@ bench_free_port() {
 
 bench_daemon_start() {
     local db=$1
-    psql -X -q "$CONN" -c "CREATE DATABASE $db"
+    # Every run starts from the same state, as pg-ceiling's do (it truncates and
+    # checkpoints): the previous run's database is dropped (else autovacuum works through
+    # its tables, and its dirty buffers are written out, during this run) and the cluster
+    # checkpointed.
+    if [[ -n $BENCH_LAST_DB && -z $DAEMON ]]; then
+        psql -X -q "$CONN" -c "DROP DATABASE IF EXISTS $BENCH_LAST_DB"
+    fi
+    psql -X -q "$CONN" -c "CHECKPOINT" -c "CREATE DATABASE $db"
+    BENCH_LAST_DB=$db
     CPORT=$(bench_free_port) PPORT=$(bench_free_port) HPORT=$(bench_free_port) LPORT=$(bench_free_port)
     local conf=$PGDIR.$db.conf
     cat >"$conf" <<CFG
