@@ -32,7 +32,7 @@ enum store_query {
 	STORE_Q_OFFER_CREATE,	    /* (json) -> json */
 	STORE_Q_OFFER_DECIDE,	    /* (json) -> json */
 	STORE_Q_ROUTER_SNAPSHOT,    /* () -> json */
-	STORE_Q_PHONE_EVENT,	    /* (json) -> json: cd_phone_event */
+	STORE_Q_PHONE_EVENT,	    /* (json) -> json: cd_phone_event; not flushed (store_flush) */
 	STORE_Q_API_POST,	    /* (json) -> json: cd_api_post */
 	STORE_Q_API_EVENTS,	    /* batch: cd_api_events_batch */
 	STORE_Q_CUSTOMER_GET,	    /* (id) -> json or NULL: cd_customer_get */
@@ -57,6 +57,7 @@ enum store_query {
 	STORE_Q_EMAIL_DONE,	    /* (json) -> json: cd_email_outbox_done */
 	STORE_Q_EMAIL_STAGE_CHUNK,  /* (bytea, binary) -> sha256 hex: cd_email_stage_chunk */
 	STORE_Q_EMAIL_CHUNKS_PRUNE, /* (older_than_s, batch) -> json: cd_email_chunks_prune */
+	STORE_Q_FLUSH,		    /* batch: a durable commit (store_flush) */
 	STORE_Q__COUNT
 };
 
@@ -114,6 +115,14 @@ int store_call_json(struct store *s, enum store_query q, struct json_t *p, store
  * alone. Returns 0, or -1 (unavailable, queue full; CB is not called). */
 int store_batch_add(struct store *s, enum store_query q, struct json_t *payload, store_cb cb,
 		    void *arg);
+
+/* Durability for commits that did not wait for their WAL flush (synchronous_commit off):
+ * CB is called once a commit that began after this call is durable, and with it every
+ * commit whose answer arrived before this call (reply->status STORE_OK); waiters that
+ * arrive together share one commit. Any other status: nothing is known to be durable (the
+ * caller answers "unavailable", the client retries). Returns 0, or -1 like store_batch_add
+ * (CB is not called). */
+int store_flush(struct store *s, store_cb cb, void *arg);
 
 /* True while at least one connection is up (false for NULL). */
 bool store_available(const struct store *s);

@@ -297,6 +297,51 @@ START_TEST(batches_in_flight_are_limited_and_the_rest_go_together)
 }
 END_TEST
 
+static void flushed_cb(void *arg, const struct store_reply *rep)
+{
+	struct counted *c = arg;
+	c->done++;
+	if (rep->status == STORE_OK && rep->value && strcmp(rep->value, "true") == 0)
+		c->ok++;
+}
+
+static long long current_xid(PGconn *c)
+{
+	PGresult *res = PQexec(c, "SELECT pg_current_xact_id()::text");
+	ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+	long long x = atoll(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return x;
+}
+
+/* store_flush: waiters that arrive together share one call, a transaction of its own (an
+ * xid: its commit record is flushed like any commit), and each gets STORE_OK; a store that
+ * is gone refuses at once. */
+START_TEST(flush_waiters_share_one_durable_commit)
+{
+	struct store *s = store_new(base, conninfo, 2);
+	struct store_stats st;
+	RUN_UNTIL((store_get_stats(s, &st), st.connections_up == 2 && store_schema_version(s) >= 0),
+		  20);
+	ck_assert_int_eq(st.connections_up, 2);
+	PGconn *c = admin_conn(conninfo);
+	long long x0 = current_xid(c);
+	unsigned long long q0 = st.queries;
+	struct counted n = {0, 0};
+	for (int i = 0; i < 5; i++)
+		ck_assert_int_eq(store_flush(s, flushed_cb, &n), 0);
+	ck_assert_int_eq(n.done, 0); /* never from inside the call */
+	RUN_UNTIL(n.done == 5, 10);
+	ck_assert_int_eq(n.ok, 5);
+	store_get_stats(s, &st);
+	ck_assert_int_eq((int)(st.queries - q0), 1);
+	ck_assert_int_eq(current_xid(c) - x0, 2); /* the flush's xid, then this one */
+	PQfinish(c);
+	store_free(&s);
+	ck_assert_int_eq(store_flush(s, flushed_cb, &n), -1);
+}
+END_TEST
+
 int main(void)
 {
 	srandom((unsigned)time(NULL) ^ (unsigned)getpid());
@@ -312,6 +357,7 @@ int main(void)
 	tcase_add_test(tc, pending_calls_fail_unavailable_on_free);
 	tcase_add_test(tc, callbacks_during_free_cannot_call_the_store);
 	tcase_add_test(tc, batches_in_flight_are_limited_and_the_rest_go_together);
+	tcase_add_test(tc, flush_waiters_share_one_durable_commit);
 	suite_add_tcase(su, tc);
 	SRunner *sr = srunner_create(su);
 	srunner_run_all(sr, CK_NORMAL);
