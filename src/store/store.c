@@ -84,11 +84,11 @@ static const struct {
 			     "SELECT cd_phone_event($1::jsonb)::text"
 			     " FROM set_config('synchronous_commit', 'off', true)",
 			     1, false},
-    /* A transaction that only takes an xid: its commit record is flushed like any other
-     * commit, and with it every commit before it (all items of one call: one fsync). */
+    /* cd_store_flush: a durable commit that wrote WAL (an xid alone would commit without
+     * a flush); its flush covers every commit before it. All items of one call share it. */
     [STORE_Q_FLUSH] = {"flush",
-		       "SELECT (SELECT jsonb_agg(pg_current_xact_id() IS NOT NULL)"
-		       " FROM jsonb_array_elements($1::jsonb))::text",
+		       "SELECT (SELECT jsonb_agg(f.done) FROM jsonb_array_elements($1::jsonb),"
+		       " (SELECT cd_store_flush() AS done) f)::text",
 		       1, true},
     [STORE_Q_API_POST] = {"api_post", "SELECT cd_api_post($1::jsonb)::text", 1, false},
     [STORE_Q_API_EVENTS] = {"api_events", "SELECT cd_api_events_batch($1::jsonb)::text", 1, true},

@@ -305,18 +305,18 @@ static void flushed_cb(void *arg, const struct store_reply *rep)
 		c->ok++;
 }
 
-static long long current_xid(PGconn *c)
+static char *one_value(PGconn *c, const char *sql)
 {
-	PGresult *res = PQexec(c, "SELECT pg_current_xact_id()::text");
-	ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
-	long long x = atoll(PQgetvalue(res, 0, 0));
+	PGresult *res = PQexec(c, sql);
+	ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(c));
+	char *v = strdup(PQgetvalue(res, 0, 0));
 	PQclear(res);
-	return x;
+	return v;
 }
 
-/* store_flush: waiters that arrive together share one call, a transaction of its own (an
- * xid: its commit record is flushed like any commit), and each gets STORE_OK; a store that
- * is gone refuses at once. */
+/* store_flush: waiters that arrive together share one call and each gets STORE_OK; after
+ * it, the WAL is flushed at least as far as it was written before (a commit that did not
+ * wait for its flush is durable); a store that is gone refuses at once. */
 START_TEST(flush_waiters_share_one_durable_commit)
 {
 	struct store *s = store_new(base, conninfo, 2);
@@ -324,8 +324,19 @@ START_TEST(flush_waiters_share_one_durable_commit)
 	RUN_UNTIL((store_get_stats(s, &st), st.connections_up == 2 && store_schema_version(s) >= 0),
 		  20);
 	ck_assert_int_eq(st.connections_up, 2);
+	int applied = -1, version = -1;
+	char *err = NULL;
+	ck_assert_int_eq(store_cli_migrate(conninfo, &applied, &version, &err), 0);
+	store_refresh_schema_version(s);
+	RUN_UNTIL(store_schema_version(s) == version, 10);
+	ck_assert_int_eq(store_schema_version(s), version);
 	PGconn *c = admin_conn(conninfo);
-	long long x0 = current_xid(c);
+	PGresult *res = PQexec(c, "CREATE TABLE flushed (x int); SET synchronous_commit = off;"
+				  "INSERT INTO flushed VALUES (1)");
+	ck_assert_int_eq(PQresultStatus(res), PGRES_COMMAND_OK);
+	PQclear(res);
+	char *written = one_value(c, "SELECT pg_current_wal_insert_lsn()::text");
+	store_get_stats(s, &st);
 	unsigned long long q0 = st.queries;
 	struct counted n = {0, 0};
 	for (int i = 0; i < 5; i++)
@@ -335,7 +346,17 @@ START_TEST(flush_waiters_share_one_durable_commit)
 	ck_assert_int_eq(n.ok, 5);
 	store_get_stats(s, &st);
 	ck_assert_int_eq((int)(st.queries - q0), 1);
-	ck_assert_int_eq(current_xid(c) - x0, 2); /* the flush's xid, then this one */
+	char sql[160];
+	snprintf(sql, sizeof(sql), "SELECT pg_current_wal_flush_lsn() >= '%s'::pg_lsn", written);
+	char *durable = one_value(c, sql);
+	ck_assert_str_eq(durable, "t");
+	free(durable);
+	free(written);
+	/* the five shared one durable commit that wrote WAL (a row; an xid alone would have
+	 * committed without a flush) */
+	char *flushes = one_value(c, "SELECT n FROM store_flushes");
+	ck_assert_str_eq(flushes, "1");
+	free(flushes);
 	PQfinish(c);
 	store_free(&s);
 	ck_assert_int_eq(store_flush(s, flushed_cb, &n), -1);
