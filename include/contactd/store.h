@@ -124,6 +124,15 @@ int store_batch_add(struct store *s, enum store_query q, struct json_t *payload,
  * (CB is not called). */
 int store_flush(struct store *s, store_cb cb, void *arg);
 
+/* STORE_Q_STREAM_READ (cd_stream_read(AFTER, LIMIT, MAX_BYTES)) for events that leave the
+ * daemon (GET /v1/stream, webhooks): an answer with events reaches CB only after a
+ * store_flush begun once it was in, so that no event goes out that a crash could still
+ * take back (offers and PBX call events commit without waiting for their flush, and a lost
+ * id could be handed out again after a restart); when that flush fails CB gets
+ * STORE_UNAVAILABLE (read again later). Returns 0, or -1 like store_call. */
+int store_stream_read(struct store *s, int64_t after, int limit, int max_bytes, store_cb cb,
+		      void *arg);
+
 /* True while at least one connection is up (false for NULL). */
 bool store_available(const struct store *s);
 /* The schema version last read from schema_migrations (-1 when unknown). */

@@ -534,14 +534,10 @@ static void step(struct target *t)
 		send_event(t);
 		return;
 	}
-	char after[24], limit[16], bytes[16];
-	snprintf(after, sizeof(after), "%" PRId64, t->read_pos);
-	snprintf(limit, sizeof(limit), "%d", WH_READ_LIMIT);
-	snprintf(bytes, sizeof(bytes), "%d", WH_READ_BYTES);
-	const char *params[3] = {after, limit, bytes};
 	t->state = T_READING;
 	t->at_store = true;
-	if (store_call(w->app->store, STORE_Q_STREAM_READ, 3, params, read_cb, t) < 0) {
+	if (store_stream_read(w->app->store, t->read_pos, WH_READ_LIMIT, WH_READ_BYTES, read_cb,
+			      t) < 0) {
 		t->at_store = false;
 		t->state = T_IDLE;
 		add_after_ms(t->timer, WH_STORE_RETRY_MS);

@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -936,6 +937,66 @@ int store_batch_add(struct store *s, enum store_query q, json_t *payload, store_
 int store_flush(struct store *s, store_cb cb, void *arg)
 {
 	return store_batch_add(s, STORE_Q_FLUSH, json_true(), cb, arg);
+}
+
+/* A stream read whose events wait for a flush (store_stream_read). */
+struct durable_read {
+	struct store *s;
+	store_cb cb;
+	void *arg;
+	char *value; /* the read's answer, until the flush is done */
+};
+
+static void durable_flushed(void *arg, const struct store_reply *rep)
+{
+	struct durable_read *d = arg;
+	struct store_reply out = {.status = rep->status == STORE_OK ? STORE_OK : STORE_UNAVAILABLE,
+				  .value = rep->status == STORE_OK ? d->value : NULL,
+				  .elapsed_s = rep->elapsed_s};
+	d->cb(d->arg, &out);
+	free(d->value);
+	free(d);
+}
+
+static void durable_read_cb(void *arg, const struct store_reply *rep)
+{
+	struct durable_read *d = arg;
+	json_t *res =
+	    rep->status == STORE_OK && rep->value ? json_loads(rep->value, 0, NULL) : NULL;
+	bool events = json_array_size(json_object_get(res, "events")) > 0;
+	json_decref(res);
+	if (events && d->s) {
+		d->value = strdup(rep->value);
+		if (d->value && store_flush(d->s, durable_flushed, d) == 0)
+			return;
+		struct store_reply down = {.status = STORE_UNAVAILABLE};
+		d->cb(d->arg, &down);
+	} else {
+		d->cb(d->arg, rep);
+	}
+	free(d->value);
+	free(d);
+}
+
+int store_stream_read(struct store *s, int64_t after, int limit, int max_bytes, store_cb cb,
+		      void *arg)
+{
+	struct durable_read *d = calloc(1, sizeof(*d));
+	if (!d)
+		return -1;
+	d->s = s;
+	d->cb = cb;
+	d->arg = arg;
+	char a[24], l[16], b[16];
+	snprintf(a, sizeof(a), "%lld", (long long)after);
+	snprintf(l, sizeof(l), "%d", limit);
+	snprintf(b, sizeof(b), "%d", max_bytes);
+	const char *params[3] = {a, l, b};
+	if (store_call(s, STORE_Q_STREAM_READ, 3, params, durable_read_cb, d) < 0) {
+		free(d);
+		return -1;
+	}
+	return 0;
 }
 
 bool store_available(const struct store *s)

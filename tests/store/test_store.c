@@ -363,6 +363,43 @@ START_TEST(flush_waiters_share_one_durable_commit)
 }
 END_TEST
 
+/* store_stream_read: an answer with events comes after one flush (a row written, a
+ * durable commit); an answer without events comes at once, with no flush. */
+START_TEST(stream_reads_with_events_wait_for_a_flush)
+{
+	int applied = -1, version = -1;
+	char *err = NULL;
+	ck_assert_int_eq(store_cli_migrate(conninfo, &applied, &version, &err), 0);
+	struct store *s = connected_store();
+	PGconn *c = admin_conn(conninfo);
+	PGresult *res = PQexec(c, "INSERT INTO events_log (kind) VALUES ('test.a'), ('test.b')");
+	ck_assert_int_eq(PQresultStatus(res), PGRES_COMMAND_OK);
+	PQclear(res);
+	struct result r = {0};
+	ck_assert_int_eq(store_stream_read(s, 0, 10, 65536, result_cb, &r), 0);
+	ck_assert(!r.done);
+	RUN_UNTIL(r.done, 10);
+	ck_assert_int_eq(r.status, STORE_OK);
+	ck_assert_ptr_nonnull(strstr(r.value, "test.b"));
+	char *flushes = one_value(c, "SELECT n FROM store_flushes");
+	ck_assert_str_eq(flushes, "1");
+	free(flushes);
+	json_t *got = json_loads(r.value, 0, NULL);
+	json_int_t last = json_integer_value(json_object_get(got, "last"));
+	json_decref(got);
+	memset(&r, 0, sizeof(r));
+	ck_assert_int_eq(store_stream_read(s, (int64_t)last, 10, 65536, result_cb, &r), 0);
+	RUN_UNTIL(r.done, 10);
+	ck_assert_int_eq(r.status, STORE_OK);
+	ck_assert_ptr_nonnull(strstr(r.value, "\"events\": []"));
+	flushes = one_value(c, "SELECT n FROM store_flushes");
+	ck_assert_str_eq(flushes, "1");
+	free(flushes);
+	PQfinish(c);
+	store_free(&s);
+}
+END_TEST
+
 int main(void)
 {
 	srandom((unsigned)time(NULL) ^ (unsigned)getpid());
@@ -379,6 +416,7 @@ int main(void)
 	tcase_add_test(tc, callbacks_during_free_cannot_call_the_store);
 	tcase_add_test(tc, batches_in_flight_are_limited_and_the_rest_go_together);
 	tcase_add_test(tc, flush_waiters_share_one_durable_commit);
+	tcase_add_test(tc, stream_reads_with_events_wait_for_a_flush);
 	suite_add_tcase(su, tc);
 	SRunner *sr = srunner_create(su);
 	srunner_run_all(sr, CK_NORMAL);

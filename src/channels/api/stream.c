@@ -273,13 +273,9 @@ static void catchup_step(struct client *c)
 		return;
 	}
 	c->stalled_since = 0;
-	char after[24], limit[16], bytes[16];
-	snprintf(after, sizeof(after), "%" PRId64, c->last);
-	snprintf(limit, sizeof(limit), "%d", STREAM_READ_LIMIT);
-	snprintf(bytes, sizeof(bytes), "%d", STREAM_READ_BYTES);
-	const char *params[3] = {after, limit, bytes};
 	c->reading = true;
-	if (store_call(c->s->app->store, STORE_Q_STREAM_READ, 3, params, catchup_cb, c) < 0) {
+	if (store_stream_read(c->s->app->store, c->last, STREAM_READ_LIMIT, STREAM_READ_BYTES,
+			      catchup_cb, c) < 0) {
 		c->reading = false;
 		add_after_ms(c->retry, STREAM_RETRY_MS);
 	}
@@ -392,12 +388,8 @@ static void poll_now(struct stream *s)
 	if (!s->head_valid) {
 		rc = store_call(s->app->store, STORE_Q_STREAM_HEAD, 0, NULL, head_cb, s);
 	} else {
-		char after[24], limit[16], bytes[16];
-		snprintf(after, sizeof(after), "%" PRId64, s->head);
-		snprintf(limit, sizeof(limit), "%d", STREAM_READ_LIMIT);
-		snprintf(bytes, sizeof(bytes), "%d", STREAM_READ_BYTES);
-		const char *params[3] = {after, limit, bytes};
-		rc = store_call(s->app->store, STORE_Q_STREAM_READ, 3, params, read_cb, s);
+		rc = store_stream_read(s->app->store, s->head, STREAM_READ_LIMIT, STREAM_READ_BYTES,
+				       read_cb, s);
 	}
 	if (rc < 0)
 		s->polling = false;
