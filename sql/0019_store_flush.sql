@@ -1,8 +1,8 @@
 -- 0019_store_flush.sql -- what the daemon's store_flush writes.
 --
--- Some commits do not wait for their WAL flush (an offer; a PBX's call event, which routing
--- acts on at once): their answer to a client waits for store_flush instead, one durable
--- commit that starts after them -- its flush covers every commit before it.  PostgreSQL
+-- An offer commits without waiting for its WAL flush.  What must not leave the daemon before
+-- it is durable (events read for GET /v1/stream and the webhooks) waits for store_flush: one
+-- durable commit that starts after them -- its flush covers every commit before it.  PostgreSQL
 -- flushes at commit only for a transaction that wrote WAL (an xid alone is not enough: its
 -- commit is then written like an asynchronous one), so the flush updates this one row.
 

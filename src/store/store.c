@@ -77,14 +77,7 @@ static const struct {
 	 "LEFT JOIN agents a ON a.id = (d ->> 'agent')::bigint",
 	 1, false},
     [STORE_Q_ROUTER_SNAPSHOT] = {"router_snapshot", "SELECT cd_router_snapshot()::text", 0, false},
-    /* A PBX's call event commits without waiting for its WAL flush: routing acts on it at
-     * once, and the PBX's `ok` waits for a STORE_Q_FLUSH that started after it (phone.c).
-     * The `route` needs no flush of its own: it follows the accept's durable commit, which
-     * flushes the WAL up to and past the call's. One fsync less before the offer. */
-    [STORE_Q_PHONE_EVENT] = {"phone_event",
-			     "SELECT cd_phone_event($1::jsonb)::text"
-			     " FROM set_config('synchronous_commit', 'off', true)",
-			     1, false},
+    [STORE_Q_PHONE_EVENT] = {"phone_event", "SELECT cd_phone_event($1::jsonb)::text", 1, false},
     /* cd_store_flush: a durable commit that wrote WAL (an xid alone would commit without
      * a flush); its flush covers every commit before it. All items of one call share it. */
     [STORE_Q_FLUSH] = {"flush",

@@ -65,7 +65,6 @@ struct pbx_op {
 	json_t *ref;
 	bool system; /* made by contactd itself (pbx_lost): no reply */
 	struct phone *ph;
-	json_t *ok; /* the `ok` to send once the event is durable (store_flush) */
 };
 
 static int64_t mono_ms(void)
@@ -97,7 +96,6 @@ static struct pbx_op *op_new(struct pbx *x, const json_t *ref)
 static void op_free(struct pbx_op *op)
 {
 	json_decref(op->ref);
-	json_decref(op->ok);
 	if (op->pbx) {
 		op->pbx->pending--;
 		pbx_maybe_free(op->pbx);
@@ -330,23 +328,6 @@ static void apply_effects(struct phone *ph, const json_t *res, struct pbx *x)
 	}
 }
 
-/* The event of OP is durable (or nothing is known: the PBX retries, and a repeated event
- * is recorded once). */
-static void flushed_cb(void *arg, const struct store_reply *rep)
-{
-	struct pbx_op *op = arg;
-	struct ndjson_conn *conn = op_conn(op);
-	if (conn && rep->status == STORE_OK) {
-		ndjson_reply_ok(conn, op->ref, op->ok);
-		op->ok = NULL;
-	} else if (conn) {
-		log_warn("phone_event_not_flushed", "pbx=%s status=%d", op->pbx->name,
-			 (int)rep->status);
-		ndjson_reply_error(conn, op->ref, "unavailable", "the store is unavailable; retry");
-	}
-	op_free(op);
-}
-
 static void event_cb(void *arg, const struct store_reply *rep)
 {
 	struct pbx_op *op = arg;
@@ -359,22 +340,16 @@ static void event_cb(void *arg, const struct store_reply *rep)
 		op_free(op);
 		return;
 	}
+	json_t *conv = json_object_get(res, "conversation");
+	struct ndjson_conn *conn = op_conn(op);
+	if (conn && !op->system)
+		ndjson_reply_ok(conn, op->ref,
+				json_pack("{s:O, s:O, s:O}", "conversation", conv, "state",
+					  json_object_get(res, "state"), "duplicate",
+					  json_object_get(res, "duplicate")));
 	apply_effects(ph, res, op->pbx && op->pbx->conn ? op->pbx : NULL);
-	if (op->system || !op_conn(op)) {
-		json_decref(res);
-		op_free(op);
-		return;
-	}
-	/* committed, not yet flushed (STORE_Q_PHONE_EVENT): the `ok` waits for a durable
-	 * commit after it; a duplicate's too (its original may still be unflushed) */
-	op->ok = json_pack("{s:O, s:O, s:O}", "conversation", json_object_get(res, "conversation"),
-			   "state", json_object_get(res, "state"), "duplicate",
-			   json_object_get(res, "duplicate"));
 	json_decref(res);
-	if (store_flush(ph->app->store, flushed_cb, op) < 0) {
-		struct store_reply down = {.status = STORE_UNAVAILABLE};
-		flushed_cb(op, &down);
-	}
+	op_free(op);
 }
 
 void phone_after_event(struct phone *ph, const json_t *res)
