@@ -127,9 +127,9 @@ int store_flush(struct store *s, store_cb cb, void *arg);
 /* STORE_Q_STREAM_READ (cd_stream_read(AFTER, LIMIT, MAX_BYTES)) for events that leave the
  * daemon (GET /v1/stream, webhooks): an answer with events reaches CB only after a
  * store_flush begun once it was in, so that no event goes out that a crash could still
- * take back (offers and PBX call events commit without waiting for their flush, and a lost
- * id could be handed out again after a restart); when that flush fails CB gets
- * STORE_UNAVAILABLE (read again later). Returns 0, or -1 like store_call. */
+ * take back (offers commit without waiting for their flush, and a lost id could be handed
+ * out again after a restart); when that flush fails CB gets STORE_UNAVAILABLE (read again
+ * later). An answer without events comes at once. Returns 0, or -1 like store_call. */
 int store_stream_read(struct store *s, int64_t after, int limit, int max_bytes, store_cb cb,
 		      void *arg);
 

@@ -958,7 +958,7 @@ static void durable_read_cb(void *arg, const struct store_reply *rep)
 	    rep->status == STORE_OK && rep->value ? json_loads(rep->value, 0, NULL) : NULL;
 	bool events = json_array_size(json_object_get(res, "events")) > 0;
 	json_decref(res);
-	if (events && d->s) {
+	if (events) {
 		d->value = strdup(rep->value);
 		if (d->value && store_flush(d->s, durable_flushed, d) == 0)
 			return;
