@@ -319,7 +319,11 @@ static char *one_value(PGconn *c, const char *sql)
  * wait for its flush is durable); a store that is gone refuses at once. */
 START_TEST(flush_waiters_share_one_durable_commit)
 {
-	struct store *s = store_new(base, conninfo, 2);
+	/* the flush commits with the server's synchronous_commit; scripts/test's throwaway
+	 * cluster turns it off, so this store's sessions turn it on (as a server would be) */
+	char ci[sizeof(conninfo) + 64];
+	snprintf(ci, sizeof(ci), "%s options='-c synchronous_commit=on'", conninfo);
+	struct store *s = store_new(base, ci, 2);
 	struct store_stats st;
 	RUN_UNTIL((store_get_stats(s, &st), st.connections_up == 2 && store_schema_version(s) >= 0),
 		  20);
