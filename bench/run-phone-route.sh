@@ -4,8 +4,8 @@
 #
 #   bench/run-phone-route.sh [--calls N] [--runs R]
 #
-# Prints each run's JSON line (bench/phone-route.py) and the median of the p99s; lines are
-# appended to bench/results/phone-route-<time>.jsonl.
+# Prints each run's JSON line (bench/phone-route.c, built as build-bench/phone-route) and the
+# median of the p99s; lines are appended to bench/results/phone-route-<time>.jsonl.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
@@ -19,13 +19,13 @@ while [[ $# -gt 0 ]]; do
         *) echo "usage: $0 [--calls N] [--runs R]" >&2; exit 2;;
     esac
 done
-bench_build
+bench_build phone-route
 mkdir -p bench/results
 OUT=bench/results/phone-route-$(date -u +%Y%m%dT%H%M%SZ).jsonl
 bench_pg_start
 for run in $(seq 1 "$RUNS"); do
     bench_daemon_start "phone$run"
-    python3 bench/phone-route.py --port "$CPORT" --phone "$PPORT" --http "$HPORT" \
+    "$B/phone-route" --port "$CPORT" --phone "$PPORT" --http "$HPORT" \
         --token "$TOKEN" --calls "$CALLS" | tee -a "$OUT"
     bench_daemon_stop
 done
