@@ -11,8 +11,8 @@
 # 3. pg-ceiling --mode pipeline --batch 100 (the batched ceiling);
 # 4. contactd with a client listener; chat-load open loop at 2,000 messages/s for latency
 #    (first: steady state), then closed loop (N customers x W in flight) for throughput;
-# 5. prints the figures and the ratio, and appends every JSON line to
-#    bench/results/chat-load-<time>.jsonl.
+# 5. prints the figures, the ratio and the CPU that PostgreSQL, contactd and chat-load each
+#    spent per message, and appends every JSON line to bench/results/chat-load-<time>.jsonl.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
@@ -76,7 +76,32 @@ echo "== chat-load open loop: 2000 messages/s" >&2
     --label chat-load-2000 | tee -a "$OUT"
 echo "== chat-load closed loop: $CUSTOMERS customers x $WINDOW in flight" >&2
 "$B/chat-load" --port "$CPORT" --customers "$CUSTOMERS" --window "$WINDOW" --seconds "$SECONDS_" \
-    --label chat-load-closed | tee -a "$OUT"
+    --label chat-load-closed >"$PGDIR.closed.json" &
+LOADGEN=$!
+# CPU of each party while the closed loop is measured (after chat-load's 2 s warm-up, up to
+# a second before its end): user + system ticks of PostgreSQL's processes (a backend that
+# exits is counted in the postmaster's children's times), of contactd and of chat-load
+PGOS=$(stat -c %U "$PGDIR/data")
+ticks() { # PID... -> the sum of their utime + stime (+ children's) in clock ticks
+    local t=0 p
+    for p in "$@"; do
+        t=$(( t + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null || echo 0) ))
+    done
+    echo "$t"
+}
+sleep 2
+P0=$(ticks $(pgrep -u "$PGOS")) D0=$(ticks "$DAEMON") L0=$(ticks "$LOADGEN") T0=$(date +%s.%N)
+sleep $(( SECONDS_ > 2 ? SECONDS_ - 1 : 1 ))
+P1=$(ticks $(pgrep -u "$PGOS")) D1=$(ticks "$DAEMON") L1=$(ticks "$LOADGEN") T1=$(date +%s.%N)
+wait "$LOADGEN"
+tee -a "$OUT" <"$PGDIR.closed.json"
+python3 -c 'import json, sys
+hz, secs = int(sys.argv[1]), float(sys.argv[2]) - float(sys.argv[3])
+print(json.dumps({"bench": "chat-load-closed-cpu", "seconds": round(secs, 2),
+                  "pg_cores": round(int(sys.argv[4]) / hz / secs, 3),
+                  "contactd_cores": round(int(sys.argv[5]) / hz / secs, 3),
+                  "chat_load_cores": round(int(sys.argv[6]) / hz / secs, 3)}))' \
+    "$(getconf CLK_TCK)" "$T1" "$T0" "$((P1 - P0))" "$((D1 - D0))" "$((L1 - L0))" | tee -a "$OUT"
 
 python3 - "$OUT" <<'PY'
 import json, sys
@@ -89,5 +114,11 @@ print("contactd durable chat ingest: %.0f msgs/s = %.1f %% of the ceiling (targe
       % (closed["msgs_per_s"], 100 * closed["msgs_per_s"] / ceil["rows_per_s"]))
 print("ack latency at 2000 msgs/s: p50 %.2f ms, p99 %.2f ms (target p99 <= 10 ms)"
       % (rate["p50_ms"], rate["p99_ms"]))
+cpu = next(r for r in rows if r.get("bench") == "chat-load-closed-cpu")
+us = lambda cores: cores * 1e6 / closed["msgs_per_s"]
+print("CPU per message in the closed loop: PostgreSQL %.0f us, contactd %.0f us, chat-load %.0f us"
+      " (%.2f of the machine's cores busy)"
+      % (us(cpu["pg_cores"]), us(cpu["contactd_cores"]), us(cpu["chat_load_cores"]),
+         cpu["pg_cores"] + cpu["contactd_cores"] + cpu["chat_load_cores"]))
 PY
 echo "results: $OUT" >&2
