@@ -21,7 +21,8 @@
 #             but no foreign keys and no triggers (no events log, no SLA hook).
 #
 # Prints one JSON line per measurement (label, clients, msgs_per_s, ratio to the ceiling, and
-# the CPU time PostgreSQL's processes spent per message or row: pg_cpu_us) and appends them to bench/results/chat-floor-<time>.jsonl.
+# the CPU time PostgreSQL's processes spent per message or row: pg_cpu_us) and appends them
+# to bench/results/chat-floor-<time>.jsonl.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
@@ -51,16 +52,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# CPU ticks (user + system) of the server's processes; a backend that exits is counted in
-# the postmaster's children's times, so a run's connections are counted whole.
+# shellcheck source=lib-cpu.sh
+source bench/lib-cpu.sh
 PGUSER_OS=$(stat -c %U "$PGDIR/data")
-pg_ticks() {
-    local t=0 p
-    for p in $(pgrep -u "$PGUSER_OS"); do
-        t=$(( t + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null || echo 0) ))
-    done
-    echo "$t"
-}
+pg_ticks() { cpu_ticks $(pgrep -u "$PGUSER_OS"); }
 HZ=$(getconf CLK_TCK)
 
 echo "== pg-ceiling pipeline batch 100 (its own database)" >&2

@@ -39,6 +39,7 @@ DAEMON=""
 cleanup() {
     [[ -n $DAEMON ]] && kill "$DAEMON" 2>/dev/null && wait "$DAEMON" 2>/dev/null
     scripts/pg-sandbox stop "$PGDIR" >/dev/null 2>&1 || true
+    rm -f "$PGDIR.closed.json"
 }
 trap cleanup EXIT
 
@@ -79,20 +80,15 @@ echo "== chat-load closed loop: $CUSTOMERS customers x $WINDOW in flight" >&2
     --label chat-load-closed >"$PGDIR.closed.json" &
 LOADGEN=$!
 # CPU of each party while the closed loop is measured (after chat-load's 2 s warm-up, up to
-# a second before its end): user + system ticks of PostgreSQL's processes (a backend that
-# exits is counted in the postmaster's children's times), of contactd and of chat-load
+# a second before its end): user + system ticks of PostgreSQL's processes, of contactd and of
+# chat-load
 PGOS=$(stat -c %U "$PGDIR/data")
-ticks() { # PID... -> the sum of their utime + stime (+ children's) in clock ticks
-    local t=0 p
-    for p in "$@"; do
-        t=$(( t + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null || echo 0) ))
-    done
-    echo "$t"
-}
+# shellcheck source=lib-cpu.sh
+source bench/lib-cpu.sh
 sleep 2
-P0=$(ticks $(pgrep -u "$PGOS")) D0=$(ticks "$DAEMON") L0=$(ticks "$LOADGEN") T0=$(date +%s.%N)
+P0=$(cpu_ticks $(pgrep -u "$PGOS")) D0=$(cpu_ticks "$DAEMON") L0=$(cpu_ticks "$LOADGEN") T0=$(date +%s.%N)
 sleep $(( SECONDS_ > 2 ? SECONDS_ - 1 : 1 ))
-P1=$(ticks $(pgrep -u "$PGOS")) D1=$(ticks "$DAEMON") L1=$(ticks "$LOADGEN") T1=$(date +%s.%N)
+P1=$(cpu_ticks $(pgrep -u "$PGOS")) D1=$(cpu_ticks "$DAEMON") L1=$(cpu_ticks "$LOADGEN") T1=$(date +%s.%N)
 wait "$LOADGEN"
 tee -a "$OUT" <"$PGDIR.closed.json"
 python3 -c 'import json, sys
