@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # lib-cpu.sh -- sourced by bench scripts that report the CPU each party spends.
 #
 # cpu_ticks PID... -> the sum of the processes' user + system time and that of their waited-for
