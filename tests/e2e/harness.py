@@ -1,8 +1,12 @@
 """Test harness: runs the built contactd against a fresh database on free ports.
 
 Environment: CONTACTD_BIN (the built daemon), CONTACTD_TEST_CONNINFO (a libpq conninfo of
-a role that may CREATE DATABASE; scripts/test starts such a sandbox).
+a role that may CREATE DATABASE; scripts/test starts such a sandbox), CONTACTD_TEST_KEEP_DBS
+(1: keep the databases the tests created, to look at them afterwards; by default each test
+process drops its own when it exits, so a long-lived cluster given in CONTACTD_TEST_CONNINFO
+does not collect them).
 """
+import atexit
 import http.client
 import json
 import os
@@ -42,10 +46,28 @@ def psql(sql, dbname=None, check=True):
     return r.stdout.strip()
 
 
+_created_dbs = []
+
+
+def drop_created_dbs():
+    """Drops every database fresh_db() created in this process (unless
+    CONTACTD_TEST_KEEP_DBS=1).  Runs at exit; WITH (FORCE) ends what still holds one (a
+    daemon a failed test left running)."""
+    if os.environ.get("CONTACTD_TEST_KEEP_DBS") == "1":
+        return
+    while _created_dbs:
+        name = _created_dbs.pop()
+        psql('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name, check=False)
+
+
+atexit.register(drop_created_dbs)
+
+
 def fresh_db():
-    """Creates an empty database and returns its conninfo."""
+    """Creates an empty database and returns its conninfo (dropped when the process exits)."""
     name = "ctd_" + secrets.token_hex(6)
     psql('CREATE DATABASE "%s"' % name)
+    _created_dbs.append(name)
     return conninfo_with_db(name)
 
 

@@ -1,7 +1,9 @@
 """tools/contactd-chat, the terminal client, against the real daemon."""
 import os
 import subprocess
+import sys
 import time
+import unittest
 
 import harness
 from harness import DaemonTest, free_port
@@ -59,6 +61,40 @@ class Tools(DaemonTest):
             for p in (agent, cust):
                 p.stdin.close()
                 p.wait(timeout=10)
+
+
+
+class Harness(unittest.TestCase):
+    """The harness itself: a test process leaves no database behind on the cluster."""
+
+    def setUp(self):
+        harness.need_db(self)
+
+    def _child(self, keep):
+        env = dict(os.environ, PYTHONPATH=os.path.dirname(__file__))
+        env.pop("CONTACTD_TEST_KEEP_DBS", None)
+        if keep:
+            env["CONTACTD_TEST_KEEP_DBS"] = "1"
+        out = subprocess.run(
+            [sys.executable, "-c",
+             "import harness; ci = harness.fresh_db(); print(ci.split('dbname=')[1])"],
+            env=env, capture_output=True, text=True, timeout=60, check=True)
+        return out.stdout.strip()
+
+    def exists(self, name):
+        return harness.psql("SELECT count(*) FROM pg_database WHERE datname = '%s'" % name)
+
+    def test_databases_are_dropped_when_the_test_process_exits(self):
+        name = self._child(keep=False)
+        self.assertTrue(name.startswith("ctd_"), name)
+        self.assertEqual(self.exists(name), "0")
+
+    def test_databases_are_kept_on_request(self):
+        name = self._child(keep=True)
+        try:
+            self.assertEqual(self.exists(name), "1")
+        finally:
+            harness.psql('DROP DATABASE IF EXISTS "%s"' % name)
 
 
 if __name__ == "__main__":

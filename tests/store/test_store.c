@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 static char conninfo[1024];
+static char dbname[64]; /* the test's own database, dropped by teardown() */
 static struct event_base *base;
 
 struct result {
@@ -55,22 +56,34 @@ static void setup(void)
 {
 	const char *base_ci = getenv("CONTACTD_TEST_CONNINFO");
 	ck_assert_msg(base_ci && *base_ci, "CONTACTD_TEST_CONNINFO is not set (run scripts/test)");
-	char name[64];
-	snprintf(name, sizeof(name), "ctd_store_%d_%ld", (int)getpid(), (long)random());
+	snprintf(dbname, sizeof(dbname), "ctd_store_%d_%ld", (int)getpid(), (long)random());
 	PGconn *c = admin_conn(base_ci);
 	char sql[128];
-	snprintf(sql, sizeof(sql), "CREATE DATABASE %s", name);
+	snprintf(sql, sizeof(sql), "CREATE DATABASE %s", dbname);
 	PGresult *res = PQexec(c, sql);
 	ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "%s", PQerrorMessage(c));
 	PQclear(res);
 	PQfinish(c);
-	snprintf(conninfo, sizeof(conninfo), "%s dbname=%s", base_ci, name);
+	snprintf(conninfo, sizeof(conninfo), "%s dbname=%s", base_ci, dbname);
 	base = event_base_new();
 }
 
+/* Drops the test's database (WITH (FORCE): a store the test did not free may still hold
+ * it), so that a long-lived cluster given in CONTACTD_TEST_CONNINFO does not collect them. */
 static void teardown(void)
 {
 	event_base_free(base);
+	const char *base_ci = getenv("CONTACTD_TEST_CONNINFO");
+	const char *keep = getenv("CONTACTD_TEST_KEEP_DBS");
+	if (!base_ci || !*dbname || (keep && strcmp(keep, "1") == 0))
+		return;
+	PGconn *c = PQconnectdb(base_ci);
+	char sql[128];
+	snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", dbname);
+	if (PQstatus(c) == CONNECTION_OK)
+		PQclear(PQexec(c, sql));
+	PQfinish(c);
+	dbname[0] = '\0';
 }
 
 static struct store *connected_store(void)
