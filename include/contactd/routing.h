@@ -34,6 +34,22 @@ bool routing_loaded(const struct routing *r);
 
 /* A conversation entered routing: ROUTE is cd_route_info's object (borrowed). */
 void routing_conversation_opened(struct routing *r, const json_t *route);
+
+/* Pre-routing of a call the phone channel is about to store (a PBX's `queued`): the router
+ * gets a stand-in for it (queue QUEUE, a name or an id as the PBX gave it, NULL or "" for
+ * DEFAULT_QUEUE, then the first queue; tier 1, the queue's priority, no customer) and
+ * routes at once. When it offers the stand-in to an agent, that agent's slot is held and
+ * the pick is returned in *OFFER_R (new reference: {queue, agent, expires_at, reason,
+ * sticky_s}, cd_phone_event's p_offer) with a handle > 0; the caller must then call
+ * routing_preroute_done() exactly once with that handle. Returns 0 (and *OFFER_R NULL)
+ * when routing is not loaded or paused, the queue is not known, or no agent was free. */
+int64_t routing_preroute(struct routing *r, const json_t *queue, const char *default_queue,
+			 json_t **offer_r);
+/* The stored call's answer RES (borrowed; NULL when the store failed). When RES carries
+ * an offer (cd_phone_event made the pick), the conversation enters routing offered to the
+ * agent, who gets the `offer`; returns true: the caller must not add it again. Else the
+ * stand-in goes and the caller routes the call as usual (false). */
+bool routing_preroute_done(struct routing *r, int64_t handle, const json_t *res);
 /* It ended (resolved: the agent becomes the customer's last agent; else removed). */
 void routing_conversation_resolved(struct routing *r, int64_t conv_id);
 void routing_conversation_removed(struct routing *r, int64_t conv_id);

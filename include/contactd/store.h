@@ -33,6 +33,7 @@ enum store_query {
 	STORE_Q_OFFER_DECIDE,	    /* (json) -> json */
 	STORE_Q_ROUTER_SNAPSHOT,    /* () -> json */
 	STORE_Q_PHONE_EVENT,	    /* (json) -> json: cd_phone_event */
+	STORE_Q_PHONE_EVENT_OFFER,  /* (json, offer json) -> json: cd_phone_event(p, p_offer) */
 	STORE_Q_API_POST,	    /* (json) -> json: cd_api_post */
 	STORE_Q_API_EVENTS,	    /* batch: cd_api_events_batch */
 	STORE_Q_CUSTOMER_GET,	    /* (id) -> json or NULL: cd_customer_get */

@@ -12,11 +12,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define DECISIONS_PER_CALL   64
 #define PAUSE_AFTER_ERROR_MS 1000
 #define ANNOUNCE_MS	     5000 /* customers waiting hear their new place this often */
+/* Ids of the router's stand-ins for calls being stored (routing_preroute): far above any
+ * conversations.id. */
+#define PREROUTE_BASE (INT64_C(1) << 62)
 
 /* A waiting conversation whose customer was told its place in line. */
 struct announced {
@@ -34,6 +38,18 @@ struct offer_link {
 	struct offer_link *then; /* an offer of the same conversation, sent once this is done */
 	int64_t expires_at_ms;
 	json_t *reason; /* why this agent, until the offer is sent */
+	bool silent;	/* the agent never got it: no offer_revoked when it is revoked */
+};
+
+/* A call being stored whose stand-in the router offered to an agent (routing_preroute). */
+struct preroute {
+	int64_t prov;  /* the stand-in's id (>= PREROUTE_BASE) */
+	int64_t rt_id; /* the router's offer id */
+	int64_t agent;
+	int64_t expires_at_ms;
+	bool gone;	      /* the router revoked it meanwhile (the stand-in is gone) */
+	char revoke_wire[16]; /* then: why */
+	char revoke_decision[16];
 };
 
 struct routing {
@@ -52,6 +68,12 @@ struct routing {
 	struct idmap *deciding;
 	json_t *early;		 /* routes opened before the snapshot was loaded */
 	struct idmap *announced; /* conversation -> struct announced, while waiting */
+	struct idmap *preroutes; /* stand-in id -> struct preroute, while its call is stored */
+	int64_t prov_seq;
+	int64_t prov_conv;	       /* the stand-in routing_preroute() is routing, or 0 */
+	bool prov_hit;		       /* ... and the router offered it: */
+	struct router_decision prov_d; /* that offer */
+	json_t *snap_queues;	       /* the queues of the last snapshot (id, name, priority) */
 	struct event *announce_timer;
 	unsigned long long n_offers, n_accepts, n_rejects, n_timeouts;
 	void (*assign_hook)(void *arg, const json_t *res);
@@ -124,10 +146,11 @@ static void decide_cb(void *arg, const struct store_reply *rep)
 	if (rep->status != STORE_OK && rep->status != STORE_CONFLICT)
 		log_warn("offer_decision_not_recorded", "offer=%lld decision=%s status=%d",
 			 (long long)l->db_id, l->revoke_decision, rep->status);
-	r->n.to_agent(r->n.arg, l->agent,
-		      json_pack("{s:s, s:I, s:I, s:s}", "type", "offer_revoked", "offer",
-				(json_int_t)l->db_id, "conversation", (json_int_t)l->conv, "reason",
-				l->revoke_wire));
+	if (!l->silent)
+		r->n.to_agent(r->n.arg, l->agent,
+			      json_pack("{s:s, s:I, s:I, s:s}", "type", "offer_revoked", "offer",
+					(json_int_t)l->db_id, "conversation", (json_int_t)l->conv,
+					"reason", l->revoke_wire));
 	link_forget(r, l);
 }
 
@@ -143,6 +166,22 @@ static void record_revoke(struct routing *r, struct offer_link *l)
 		struct store_reply rep = {.status = STORE_UNAVAILABLE};
 		decide_cb(oc, &rep);
 	}
+}
+
+/* The `offer` event to L's agent; ROUTE: cd_route_info's object of its conversation. */
+static void push_offer(struct routing *r, const struct offer_link *l, const json_t *route)
+{
+	int64_t expires = jint(route, "offer_expires_at");
+	int64_t left = (expires - now_ms() + 999) / 1000;
+	r->n.to_agent(r->n.arg, l->agent,
+		      json_pack("{s:s, s:I, s:I, s:O, s:O, s:O, s:O, s:{s:O}, s:n, s:I}", "type",
+				"offer", "offer", (json_int_t)l->db_id, "conversation",
+				(json_int_t)l->conv, "channel", json_object_get(route, "channel"),
+				"queue", json_object_get(route, "queue"), "priority",
+				json_object_get(route, "priority"), "tier",
+				json_object_get(route, "tier"), "customer", "id",
+				json_object_get(route, "customer"), "preview", "expires_in_s",
+				(json_int_t)(left > 0 ? left : 0)));
 }
 
 static void offer_cb(void *arg, const struct store_reply *rep)
@@ -176,28 +215,28 @@ static void offer_cb(void *arg, const struct store_reply *rep)
 	}
 	l->db_id = jint(res, "offer");
 	idmap_set(r->by_db, l->db_id, l);
-	if (l->revoked) {
+	if (l->revoked)
 		record_revoke(r, l);
-	} else {
-		json_t *route = json_object_get(res, "route");
-		int64_t expires = jint(route, "offer_expires_at");
-		int64_t left = (expires - now_ms() + 999) / 1000;
-		r->n.to_agent(r->n.arg, l->agent,
-			      json_pack("{s:s, s:I, s:I, s:O, s:O, s:O, s:O, s:{s:O}, s:n, s:I}",
-					"type", "offer", "offer", (json_int_t)l->db_id,
-					"conversation", (json_int_t)l->conv, "channel",
-					json_object_get(route, "channel"), "queue",
-					json_object_get(route, "queue"), "priority",
-					json_object_get(route, "priority"), "tier",
-					json_object_get(route, "tier"), "customer", "id",
-					json_object_get(route, "customer"), "preview",
-					"expires_in_s", (json_int_t)(left > 0 ? left : 0)));
-	}
+	else
+		push_offer(r, l, json_object_get(res, "route"));
 	json_decref(res);
 }
 
 static void handle_offer(struct routing *r, const struct router_decision *d)
 {
+	if (d->conversation_id >= PREROUTE_BASE) {
+		enum router_error e;
+		if (d->conversation_id == r->prov_conv && !r->prov_hit) {
+			/* routing_preroute's stand-in: the pick goes to the call's transaction */
+			r->prov_hit = true;
+			r->prov_d = *d;
+			r->n_offers++;
+			return;
+		}
+		/* a stand-in leaves the router when its offer ends: not reached */
+		router_conversation_remove(r->router, d->conversation_id, now_ms(), &e);
+		return;
+	}
 	struct offer_link *l = calloc(1, sizeof(*l));
 	r->n_offers++;
 	l->rt_id = d->offer_id;
@@ -243,6 +282,21 @@ static void send_offer(struct routing *r, struct offer_link *l)
 
 static void handle_revoke(struct routing *r, const struct router_decision *d)
 {
+	if (d->conversation_id >= PREROUTE_BASE) {
+		/* a stand-in's offer: its call is being stored with it (or was: then this is
+		 * the stand-in leaving, nothing to do) */
+		struct preroute *pr = idmap_get(r->preroutes, d->conversation_id);
+		if (pr && !pr->gone && pr->rt_id == d->offer_id) {
+			enum router_error e;
+			pr->gone = true;
+			snprintf(pr->revoke_wire, sizeof(pr->revoke_wire), "%s",
+				 router_revoke_reason_wire(d->revoke_reason));
+			snprintf(pr->revoke_decision, sizeof(pr->revoke_decision), "%s",
+				 d->revoke_reason == ROUTER_REVOKE_TIMEOUT ? "expired" : "revoked");
+			router_conversation_remove(r->router, pr->prov, now_ms(), &e);
+		}
+		return;
+	}
 	struct offer_link *l = idmap_get(r->by_rt, d->offer_id);
 	if (!l)
 		return;
@@ -410,6 +464,158 @@ void routing_conversation_opened(struct routing *r, const json_t *route)
 	if (add_route(r, route, now_ms()) == 0)
 		tell_position(r, route);
 	kick(r);
+}
+
+/* The queue a PBX's `queued` names, as cd_phone_event resolves it: a name (not all digits),
+ * an id, else DEFAULT_QUEUE by name, else the lowest id. 0: not known here. */
+static int64_t preroute_queue(const struct routing *r, const json_t *queue,
+			      const char *default_queue, int *priority_r)
+{
+	const char *name = NULL;
+	int64_t id = 0;
+	if (json_is_integer(queue)) {
+		id = json_integer_value(queue);
+	} else if (json_is_string(queue) && json_string_length(queue) > 0) {
+		const char *q = json_string_value(queue);
+		if (strspn(q, "0123456789") == strlen(q)) {
+			if (strlen(q) > 18)
+				return 0;
+			id = strtoll(q, NULL, 10);
+		} else {
+			name = q;
+		}
+	} else if (queue && !json_is_null(queue)) {
+		return 0;
+	} else if (default_queue && *default_queue) {
+		name = default_queue;
+	}
+	size_t i;
+	json_t *q;
+	int64_t best = 0;
+	int prio = 0;
+	json_array_foreach(r->snap_queues, i, q)
+	{
+		int64_t qid = jint(q, "id");
+		const char *qname = json_string_value(json_object_get(q, "name"));
+		bool match = id	    ? qid == id
+			     : name ? qname && strcasecmp(qname, name) == 0
+				    : !best || qid < best;
+		if (match) {
+			best = qid;
+			prio = (int)jint(q, "priority");
+			if (id || name)
+				break;
+		}
+	}
+	if (best && !idmap_get(r->queues, best))
+		return 0;
+	*priority_r = prio;
+	return best;
+}
+
+int64_t routing_preroute(struct routing *r, const json_t *queue, const char *default_queue,
+			 json_t **offer_r)
+{
+	*offer_r = NULL;
+	int64_t now = now_ms();
+	if (!r || !r->loaded || now < r->paused_until_ms)
+		return 0;
+	int priority = 0;
+	int64_t qid = preroute_queue(r, queue, default_queue, &priority);
+	if (!qid)
+		return 0;
+	int64_t prov = PREROUTE_BASE + ++r->prov_seq;
+	struct router_conversation_info ci = {
+	    .id = prov,
+	    .queue_id = qid,
+	    .channel = ROUTER_CHANNEL_VOICE,
+	    .tier = 1,
+	    .priority = priority,
+	    .enqueued_at_ms = now,
+	};
+	enum router_error e;
+	if (router_conversation_add(r->router, &ci, now, &e) < 0)
+		return 0;
+	r->prov_conv = prov;
+	r->prov_hit = false;
+	route_now(r); /* everything due is routed as usual; the stand-in's offer is kept */
+	r->prov_conv = 0;
+	if (!r->prov_hit) {
+		router_conversation_remove(r->router, prov, now, &e);
+		return 0;
+	}
+	const struct router_decision *d = &r->prov_d;
+	struct preroute *pr = calloc(1, sizeof(*pr));
+	pr->prov = prov;
+	pr->rt_id = d->offer_id;
+	pr->agent = d->agent_id;
+	pr->expires_at_ms = d->expires_at_ms;
+	idmap_set(r->preroutes, prov, pr);
+	log_info("offer",
+		 "conversation=new agent=%lld pick=%s eligible=%d tier=%d idle_ms=%lld "
+		 "waited_ms=0 with=call_event",
+		 (long long)d->agent_id, router_pick_name(d->why.pick), d->why.eligible,
+		 d->why.agent_tier, (long long)d->why.idle_ms);
+	*offer_r = json_pack(
+	    "{s:I, s:I, s:I, s:{s:s, s:i, s:i, s:i, s:I, s:I}, s:i}", "queue", (json_int_t)qid,
+	    "agent", (json_int_t)d->agent_id, "expires_at", (json_int_t)d->expires_at_ms, "reason",
+	    "pick", router_pick_name(d->why.pick), "agent_tier", d->why.agent_tier, "eligible",
+	    d->why.eligible, "eligible_same_tier", d->why.eligible_same_tier, "idle_ms",
+	    (json_int_t)d->why.idle_ms, "waited_ms", (json_int_t)0, "sticky_s",
+	    (int)r->app->cfg->sticky_agent_s);
+	return prov;
+}
+
+bool routing_preroute_done(struct routing *r, int64_t handle, const json_t *res)
+{
+	struct preroute *pr = r ? idmap_get(r->preroutes, handle) : NULL;
+	if (!pr)
+		return false;
+	idmap_set(r->preroutes, handle, NULL);
+	int64_t now = now_ms();
+	enum router_error e;
+	if (!pr->gone)
+		router_conversation_remove(r->router, pr->prov, now, &e); /* frees the slot */
+	int64_t offer = res ? jint(res, "offer") : 0;
+	const json_t *route = res ? json_object_get(res, "route") : NULL;
+	bool taken = false;
+	if (offer > 0 && json_is_object(route)) {
+		/* the store has the conversation offered: the router gets it so, and the agent
+		 * its `offer` -- unless the router took the pick back meanwhile (the agent went
+		 * away...): then the offer is recorded as revoked and the call waits */
+		int64_t conv = jint(route, "id");
+		taken = add_route(r, route, now) >= 0;
+		struct offer_link *l = calloc(1, sizeof(*l));
+		l->rt_id = pr->rt_id;
+		l->db_id = offer;
+		l->conv = conv;
+		l->agent = pr->agent;
+		l->expires_at_ms = pr->expires_at_ms;
+		if (!pr->gone && taken &&
+		    router_conversation_restore_offer(r->router, conv, pr->agent, pr->rt_id,
+						      pr->expires_at_ms, now, &e) == 0) {
+			idmap_set(r->by_rt, l->rt_id, l);
+			idmap_set(r->by_db, l->db_id, l);
+			push_offer(r, l, route);
+		} else {
+			log_info("offer_revoked",
+				 "offer=%lld conversation=%lld agent=%lld reason=%s",
+				 (long long)offer, (long long)conv, (long long)pr->agent,
+				 pr->gone ? pr->revoke_decision : "not_routable");
+			snprintf(l->revoke_wire, sizeof(l->revoke_wire), "%s",
+				 pr->gone ? pr->revoke_wire : "cancelled");
+			snprintf(l->revoke_decision, sizeof(l->revoke_decision), "%s",
+				 pr->gone ? pr->revoke_decision : "revoked");
+			l->rt_id = 0; /* not the router's any more */
+			l->silent = true;
+			record_revoke(r, l);
+		}
+	}
+	if (offer <= 0)
+		r->n_offers--; /* the pick was not used: no offer was made */
+	free(pr);
+	kick(r);
+	return taken;
 }
 
 void routing_conversation_requeued(struct routing *r, const json_t *route)
@@ -775,6 +981,8 @@ static void snapshot_cb(void *arg, const struct store_reply *rep)
 	}
 	int64_t now = now_ms();
 	apply_setup(r, snap, now);
+	json_decref(r->snap_queues);
+	r->snap_queues = json_incref(json_object_get(snap, "queues"));
 	if (initial) {
 		apply_conversations(r, snap, now);
 		r->loaded = true;
@@ -852,6 +1060,7 @@ struct routing *routing_new(struct app *app, const struct routing_notify *notify
 	r->deciding = idmap_new();
 	r->early = json_array();
 	r->announced = idmap_new();
+	r->preroutes = idmap_new();
 	r->announce_timer = event_new(app->base, -1, EV_PERSIST, announce_cb, r);
 	struct timeval every = {ANNOUNCE_MS / 1000, (ANNOUNCE_MS % 1000) * 1000};
 	event_add(r->announce_timer, &every);
@@ -892,6 +1101,9 @@ void routing_free(struct routing **rp)
 	json_decref(r->early);
 	idmap_each(r->announced, free_value, NULL);
 	idmap_free(&r->announced);
+	idmap_each(r->preroutes, free_value, NULL);
+	idmap_free(&r->preroutes);
+	json_decref(r->snap_queues);
 	event_free(r->announce_timer);
 	router_free(&r->router);
 	free(r);

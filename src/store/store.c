@@ -78,6 +78,8 @@ static const struct {
 	 1, false},
     [STORE_Q_ROUTER_SNAPSHOT] = {"router_snapshot", "SELECT cd_router_snapshot()::text", 0, false},
     [STORE_Q_PHONE_EVENT] = {"phone_event", "SELECT cd_phone_event($1::jsonb)::text", 1, false},
+    [STORE_Q_PHONE_EVENT_OFFER] = {"phone_event_offer",
+				   "SELECT cd_phone_event($1::jsonb, $2::jsonb)::text", 2, false},
     /* cd_store_flush: a durable commit that wrote WAL (an xid alone would commit without
      * a flush); its flush covers every commit before it. All items of one call share it. */
     [STORE_Q_FLUSH] = {"flush",

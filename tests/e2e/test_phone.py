@@ -105,6 +105,68 @@ class Phone(DaemonTest):
         self.assertEqual(self.db("SELECT count(DISTINCT customer_id) FROM conversations "
                                  "WHERE channel = 'voice'"), "1")
 
+    def kinds(self, conv):
+        return self.db("SELECT string_agg(kind, ',' ORDER BY id) FROM conversation_events "
+                       "WHERE conversation_id = %d" % conv).split(",")
+
+    def test_a_new_call_is_offered_in_its_own_transaction(self):
+        # with an agent free, the call is stored already offered to her (one transaction:
+        # the call, its conversation, the offer and their events); what follows is as usual
+        pbx = self.pbx()
+        alice = self.agent("alice", extension="2001")
+        bob = self.agent("bob", extension="2002")
+        conv = self.call(pbx, "queued", "call-p", queue="sales",
+                         **{"from": "+15550120"})["conversation"]
+        offer = alice.event("offer")   # the longest idle
+        self.assertEqual((offer["conversation"], offer["channel"], offer["tier"]),
+                         (conv, "voice", 1))
+        self.assertEqual(self.db("SELECT c.status, o.state, a.login FROM conversations c "
+                                 "JOIN offers o ON o.conversation_id = c.id "
+                                 "JOIN agents a ON a.id = o.agent_id WHERE c.id = %d" % conv),
+                         "offered|pending|alice")
+        self.assertEqual(self.kinds(conv), ["call_queued", "enqueued", "offered"])
+        self.assertEqual(self.db("SELECT data->'reason'->>'pick' FROM conversation_events "
+                                 "WHERE conversation_id = %d AND kind = 'offered'" % conv),
+                         "longest_idle")
+        self.assertEqual(alice.request({"type": "reject", "offer": offer["offer"],
+                                        "reason": "busy"})["type"], "ok")
+        offer2 = bob.event("offer")
+        self.assertEqual(offer2["conversation"], conv)
+        self.assertEqual(bob.request({"type": "accept", "offer": offer2["offer"]})["type"], "ok")
+        self.assertEqual(pbx.event("route"), {"type": "route", "call_id": "call-p",
+                                              "agent": "bob", "extension": "2002",
+                                              "offer": offer2["offer"]})
+        self.assertEqual(self.kinds(conv), ["call_queued", "enqueued", "offered", "rejected",
+                                            "offered", "accepted", "assigned"])
+        self.assertEqual(self.db("SELECT status FROM conversations WHERE id = %d" % conv),
+                         "assigned")
+
+    def test_a_returning_caller_is_offered_to_their_last_agent(self):
+        # the early pick knows no caller: when the caller's last agent (within
+        # routing.sticky_agent_s) is someone else, the call is routed as usual -- to them
+        pbx = self.pbx()
+        alice = self.agent("alice", extension="2001")
+        bob = self.agent("bob", extension="2002")
+        self.call(pbx, "queued", "call-a", queue="sales", **{"from": "+15550130"})
+        first = alice.event("offer")
+        self.assertEqual(alice.request({"type": "reject", "offer": first["offer"]})["type"], "ok")
+        taken = bob.event("offer")
+        self.assertEqual(bob.request({"type": "accept", "offer": taken["offer"]})["type"], "ok")
+        self.assertEqual(pbx.event("route")["agent"], "bob")
+        self.call(pbx, "answered", "call-a", agent="bob")
+        self.call(pbx, "ended", "call-a")
+        # alice has been idle longest, but the caller spoke with bob a moment ago
+        conv = self.call(pbx, "queued", "call-b", queue="sales",
+                         **{"from": "+15550130"})["conversation"]
+        again = bob.event("offer")
+        self.assertEqual(again["conversation"], conv)
+        alice.request({"type": "presence", "status": "available"})  # reads what came before
+        self.assertFalse(any(e.get("type") == "offer" and e.get("conversation") == conv
+                             for e in alice.events))
+        self.assertEqual(self.db("SELECT data->'reason'->>'pick' FROM conversation_events "
+                                 "WHERE conversation_id = %d AND kind = 'offered'" % conv),
+                         "sticky")
+
     def test_a_call_in_a_queue_with_an_sla_policy_gets_its_sla_events(self):
         # the SLA poller is told about a call with clocks at once (a call in a queue without
         # a policy has none and no longer kicks it)

@@ -50,11 +50,12 @@ ok=1
 q 'CREATE TABLE schema_migrations (version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())' >/dev/null
 for f in "${FILES[@]}"; do
     b=${f##*/}
-    [[ $b == 0016_phone_fast.sql ]] && continue
+    # 0020 keeps 0016's cd_phone_event (as cd_phone_event(p, NULL)): left out too
+    [[ $b == 0016_phone_fast.sql || $b == 0020_phone_offer.sql ]] && continue
     out=$(psqlc -c "SET client_min_messages = warning" -c "BEGIN" -c "$(cat "$f")" -c "COMMIT" 2>&1)
     [[ -z $out ]] || { ok=0; fail "before: apply $b" "$out"; }
 done
-(( ok )) && pass "before: every migration but 0016 applied"
+(( ok )) && pass "before: every migration but 0016 and 0020 applied"
 
 # The script: each line one statement (its own transaction, like the daemon's calls);
 # answers go through t_norm, errors are printed by psql (ON_ERROR_STOP off).

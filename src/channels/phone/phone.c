@@ -65,6 +65,7 @@ struct pbx_op {
 	json_t *ref;
 	bool system; /* made by contactd itself (pbx_lost): no reply */
 	struct phone *ph;
+	int64_t preroute; /* routing_preroute's handle for a `queued` stored with its offer */
 };
 
 static int64_t mono_ms(void)
@@ -95,6 +96,8 @@ static struct pbx_op *op_new(struct pbx *x, const json_t *ref)
 
 static void op_free(struct pbx_op *op)
 {
+	if (op->preroute && op->ph) /* never answered: the held agent is let go */
+		routing_preroute_done(op->ph->app->routing, op->preroute, NULL);
 	json_decref(op->ref);
 	if (op->pbx) {
 		op->pbx->pending--;
@@ -300,7 +303,7 @@ static void orphan_cb(evutil_socket_t fd, short what, void *arg)
 /* What a committed call event changes in routing (RES: cd_phone_event's answer). X: the
  * PBX connection that sent it, which gets the route of a call it queued (NULL: over HTTP,
  * or contactd itself). */
-static void apply_effects(struct phone *ph, const json_t *res, struct pbx *x)
+static void apply_effects(struct phone *ph, const json_t *res, struct pbx *x, bool offered)
 {
 	if (json_is_true(json_object_get(res, "duplicate")))
 		return;
@@ -320,7 +323,8 @@ static void apply_effects(struct phone *ph, const json_t *res, struct pbx *x)
 	} else if (json_is_object(route)) {
 		if (x)
 			link_set(ph, id, json_string_value(json_object_get(res, "call_id")), x);
-		routing_conversation_opened(r, route);
+		if (!offered) /* else routing_preroute_done() put it in, offered */
+			routing_conversation_opened(r, route);
 		/* SLA clocks started: they may fire before the poller's next round. Without a
 		 * policy there is nothing to look for (a poll per call competed with the next
 		 * calls' offers for the 2 cores of a small box, bench/run-phone-route.sh). */
@@ -337,7 +341,7 @@ static void event_cb(void *arg, const struct store_reply *rep)
 	if (!res) {
 		if (!op->system)
 			reply_store_error(op, rep);
-		op_free(op);
+		op_free(op); /* lets a pre-routed agent go */
 		return;
 	}
 	json_t *conv = json_object_get(res, "conversation");
@@ -347,7 +351,12 @@ static void event_cb(void *arg, const struct store_reply *rep)
 				json_pack("{s:O, s:O, s:O}", "conversation", conv, "state",
 					  json_object_get(res, "state"), "duplicate",
 					  json_object_get(res, "duplicate")));
-	apply_effects(ph, res, op->pbx && op->pbx->conn ? op->pbx : NULL);
+	bool offered = false;
+	if (op->preroute) {
+		offered = routing_preroute_done(ph->app->routing, op->preroute, res);
+		op->preroute = 0;
+	}
+	apply_effects(ph, res, op->pbx && op->pbx->conn ? op->pbx : NULL, offered);
 	json_decref(res);
 	op_free(op);
 }
@@ -355,7 +364,7 @@ static void event_cb(void *arg, const struct store_reply *rep)
 void phone_after_event(struct phone *ph, const json_t *res)
 {
 	if (ph)
-		apply_effects(ph, res, NULL);
+		apply_effects(ph, res, NULL, false);
 }
 
 static void call_event(struct pbx *x, json_t *frame, const json_t *ref)
@@ -366,7 +375,27 @@ static void call_event(struct pbx *x, json_t *frame, const json_t *ref)
 	json_object_del(p, "ref");
 	json_object_set_new(p, "default_queue", json_string(ph->app->cfg->routing_default_queue));
 	struct pbx_op *op = op_new(x, ref);
-	if (store_call_json(ph->app->store, STORE_Q_PHONE_EVENT, p, event_cb, op) < 0) {
+	/* a call queued with an agent free: offered in the call's own transaction */
+	json_t *offer = NULL;
+	const char *event = json_string_value(json_object_get(p, "event"));
+	if (event && strcmp(event, "queued") == 0)
+		op->preroute = routing_preroute(ph->app->routing, json_object_get(p, "queue"),
+						ph->app->cfg->routing_default_queue, &offer);
+	int rc;
+	if (offer) {
+		char *pt = json_dumps(p, JSON_COMPACT), *ot = json_dumps(offer, JSON_COMPACT);
+		const char *params[2] = {pt, ot};
+		rc = pt && ot ? store_call(ph->app->store, STORE_Q_PHONE_EVENT_OFFER, 2, params,
+					   event_cb, op)
+			      : -1;
+		free(pt);
+		free(ot);
+		json_decref(offer);
+		json_decref(p);
+	} else {
+		rc = store_call_json(ph->app->store, STORE_Q_PHONE_EVENT, p, event_cb, op);
+	}
+	if (rc < 0) {
 		ndjson_reply_error(x->conn, ref, "unavailable", "the store is unavailable; retry");
 		op_free(op);
 	}
