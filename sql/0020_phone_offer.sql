@@ -47,6 +47,8 @@ DECLARE
     v_oagent   bigint;
     v_oexp     timestamptz;
     v_offer    bigint;
+    v_last     bigint;
+    v_last_at  timestamptz;
 BEGIN
     IF p IS NULL OR jsonb_typeof(p) <> 'object' THEN
         PERFORM cd_invalid('body', 'must be a JSON object');
@@ -138,18 +140,17 @@ BEGIN
             IF p_offer IS NOT NULL THEN
                 v_oagent := (p_offer ->> 'agent')::bigint;
                 v_oexp := to_timestamp((p_offer ->> 'expires_at')::numeric / 1000);
+                -- the customer's last agent (cd_route_info's rule)
+                SELECT x.agent_id, coalesce(x.resolved_at, x.closed_at, x.last_message_at, x.updated_at)
+                  INTO v_last, v_last_at
+                  FROM conversations x
+                 WHERE x.customer_id = v_cust AND x.agent_id IS NOT NULL
+                 ORDER BY x.id DESC LIMIT 1;
                 IF (p_offer ->> 'queue')::bigint IS DISTINCT FROM v_queue OR v_oexp <= now()
                    OR NOT EXISTS (SELECT 1 FROM agents a WHERE a.id = v_oagent AND a.deleted_at IS NULL)
-                   OR EXISTS (SELECT 1
-                                FROM (SELECT x.agent_id,
-                                             coalesce(x.resolved_at, x.closed_at, x.last_message_at,
-                                                      x.updated_at) AS at
-                                        FROM conversations x
-                                       WHERE x.customer_id = v_cust AND x.agent_id IS NOT NULL
-                                       ORDER BY x.id DESC LIMIT 1) l
-                               WHERE l.agent_id <> v_oagent
-                                 AND l.at > now() - make_interval(
-                                     secs => greatest(0, coalesce((p_offer ->> 'sticky_s')::int, 0))))
+                   OR (v_last <> v_oagent
+                       AND v_last_at > now() - make_interval(
+                           secs => greatest(0, coalesce((p_offer ->> 'sticky_s')::int, 0))))
                 THEN
                     v_oagent := NULL;
                 END IF;
@@ -184,10 +185,25 @@ BEGIN
                    AS e(n, kind, data)
              WHERE e.n < 3 OR v_offer IS NOT NULL
              ORDER BY e.n;
+            -- an offered conversation without an SLA policy: its route is all known here
+            -- (cd_route_info's object, without reading anything again); with a policy the
+            -- insert trigger has just set its due times, which only a read shows
+            v_route := CASE WHEN v_offer IS NOT NULL AND c.sla_policy_id IS NULL THEN
+                jsonb_build_object(
+                    'id', c.id, 'queue', c.queue_id, 'channel', c.channel, 'tier', c.tier,
+                    'priority', c.priority, 'enqueued_at', cd_ms(c.enqueued_at), 'customer', c.customer_id,
+                    'status', c.status, 'agent', c.agent_id, 'target_agent', c.target_agent_id,
+                    'offer', v_offer, 'offer_agent', v_oagent, 'offer_expires_at', cd_ms(v_oexp),
+                    'last_agent', v_last, 'last_agent_at', cd_ms(v_last_at), 'rejected', '[]'::jsonb,
+                    'sla', jsonb_build_object('policy', NULL, 'first_response_due', NULL,
+                                              'next_response_due', NULL, 'resolution_due', NULL,
+                                              'paused_at', cd_ms(c.sla_paused_at)),
+                    'created_at', cd_ms(c.created_at))
+                ELSE cd_route_info(c.id) END;
             RETURN jsonb_build_object('conversation', c.id, 'call', k.id, 'call_id', v_call_id,
                                       'state', k.state, 'previous', NULL, 'duplicate', false,
                                       'customer', c.customer_id, 'queue', c.queue_id, 'status', c.status,
-                                      'route', cd_route_info(c.id), 'removed', false, 'handed_to', NULL,
+                                      'route', v_route, 'removed', false, 'handed_to', NULL,
                                       'resolved', false)
                    || CASE WHEN v_offer IS NULL THEN '{}'::jsonb
                            ELSE jsonb_build_object('offer', v_offer) END;

@@ -55,7 +55,7 @@ SQL
 )
 [[ $out == $'t\nt\nt\nt' ]] && pass "setup" || fail "setup" "$out"
 
-check_eq "a new call with a pick: stored offered, its offer and events in one go" \
+check_eq "a new call with a pick: stored offered, its offer, events and route in one go" \
     "offered|offered|ann|pending|call_queued,enqueued,offered|longest_idle|t" <<'SQL'
 -- (a statement does not see what a function it calls wrote: the answer is kept first)
 CREATE TEMP TABLE r AS SELECT t_call('c1', '+15550000001', t_pick(1)) AS j;
@@ -64,7 +64,26 @@ SELECT r.j ->> 'status', r.j -> 'route' ->> 'status', a.login, o.state,
        (SELECT e.data -> 'reason' ->> 'pick' FROM conversation_events e
          WHERE e.conversation_id = (r.j ->> 'conversation')::bigint AND e.kind = 'offered'),
        (r.j -> 'route' ->> 'offer')::bigint = (r.j ->> 'offer')::bigint
+       -- the route built in place is cd_route_info's, read afterwards
+       AND r.j -> 'route' = cd_route_info((r.j ->> 'conversation')::bigint)
   FROM r JOIN offers o ON o.id = (r.j ->> 'offer')::bigint JOIN agents a ON a.id = o.agent_id;
+SQL
+
+check_eq "... its route also for a returning caller (last_agent) and in a queue with an SLA policy" $'t\nt' <<'SQL'
+SELECT cd_admin_create('sla-policies', '{"name":"fast","first_response_s":60}') IS NOT NULL \g /dev/null
+SELECT cd_admin_update('queues', 'Support', '{"sla_policy":"fast"}') IS NOT NULL \g /dev/null
+UPDATE conversations SET agent_id = 2, status = 'closed', closed_at = now() - interval '1 hour'
+ WHERE id = (SELECT conversation_id FROM calls WHERE call_id = 'c1');
+CREATE TEMP TABLE r10 AS SELECT t_call('c10', '+15550000001', t_pick(1)) AS j;
+CREATE TEMP TABLE r11 AS
+SELECT cd_phone_event('{"call_id":"c11","event":"queued","queue":"support","from":"+15550000011"}',
+                      t_pick(1, 2)) AS j;
+SELECT r.j -> 'route' = cd_route_info((r.j ->> 'conversation')::bigint)
+       AND (r.j -> 'route' ->> 'last_agent')::int = 2 AND r.j ? 'offer' FROM r10 r;
+SELECT r.j -> 'route' = cd_route_info((r.j ->> 'conversation')::bigint)
+       AND r.j -> 'route' -> 'sla' ->> 'first_response_due' IS NOT NULL AND r.j ? 'offer' FROM r11 r;
+UPDATE conversations SET agent_id = NULL, status = 'offered', closed_at = NULL
+ WHERE id = (SELECT conversation_id FROM calls WHERE call_id = 'c1');
 SQL
 
 check_eq "the offer is decided as any other (accept: assigned)" "assigned|1" <<'SQL'
