@@ -2,6 +2,7 @@
 voice channel, `route` pushed to the PBX that queued the call, duplicates stored once,
 out-of-order events never moving the call backwards, abandoned calls leaving the line,
 talk time, and a PBX reconnecting to adopt its waiting calls."""
+import subprocess
 import time
 
 import harness
@@ -166,6 +167,52 @@ class Phone(DaemonTest):
         self.assertEqual(self.db("SELECT data->'reason'->>'pick' FROM conversation_events "
                                  "WHERE conversation_id = %d AND kind = 'offered'" % conv),
                          "sticky")
+
+    def test_a_pick_taken_back_while_the_call_is_stored_is_recorded_as_revoked(self):
+        # the call's transaction is held up (a test session holds the call's lock); the
+        # agent goes away meanwhile: the router takes its pick back, the stored offer is
+        # recorded as revoked (the agent never saw it: no offer_revoked), the call waits
+        pbx = self.pbx()
+        alice = self.agent("alice", extension="2001")
+        locker = subprocess.Popen(["psql", "-X", "-q", "-At", self.d.conninfo],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            locker.stdin.write("SELECT pg_advisory_lock(cd_lock_class_identity(), "
+                               "hashtext('call:call-g'));\n")
+            locker.stdin.flush()
+            self.assertEqual(locker.stdout.readline().strip(), "")   # locked
+            pbx.send({"type": "call", "event": "queued", "call_id": "call-g", "queue": "sales",
+                      "from": "+15550140", "ref": "q"})
+            deadline = time.time() + 10
+            while self.db("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                          "AND NOT granted") != "1":
+                self.assertLess(time.time(), deadline, "the call's transaction never waited")
+                time.sleep(0.05)
+            self.assertEqual(alice.request({"type": "presence", "status": "away"})["type"], "ok")
+        finally:
+            locker.stdin.write("SELECT pg_advisory_unlock_all();\n")
+            locker.stdin.close()
+            locker.wait(timeout=10)
+        ok = pbx.recv()
+        while ok is not None and ok.get("ref") != "q":
+            pbx.events.append(ok)
+            ok = pbx.recv()
+        self.assertEqual(ok["type"], "ok", ok)
+        conv = ok["conversation"]
+        deadline = time.time() + 10
+        while self.db("SELECT status FROM conversations WHERE id = %d" % conv) != "queued":
+            self.assertLess(time.time(), deadline, "the offer was never recorded as revoked")
+            time.sleep(0.05)
+        self.assertEqual(self.kinds(conv), ["call_queued", "enqueued", "offered", "revoked"])
+        self.assertEqual(self.db("SELECT o.state, a.login FROM offers o JOIN agents a "
+                                 "ON a.id = o.agent_id WHERE o.conversation_id = %d" % conv),
+                         "revoked|alice")
+        alice.request({"type": "presence", "status": "available"})
+        offer = alice.event("offer")   # the call, offered again (a new offer)
+        self.assertEqual(offer["conversation"], conv)
+        self.assertFalse(any(e.get("type") == "offer_revoked" for e in alice.events))
+        self.assertEqual(alice.request({"type": "accept", "offer": offer["offer"]})["type"], "ok")
+        self.assertEqual(pbx.event("route")["offer"], offer["offer"])
 
     def test_a_call_in_a_queue_with_an_sla_policy_gets_its_sla_events(self):
         # the SLA poller is told about a call with clocks at once (a call in a queue without
