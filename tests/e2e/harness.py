@@ -71,12 +71,23 @@ def fresh_db():
     return conninfo_with_db(name)
 
 
+_handed_out_ports = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port nothing listens on now, and never one this process was given before: the
+    kernel may hand out a just-closed ephemeral port again, and a daemon given the same
+    port for two listeners refuses to start (seen in CI: "listen.http: same address as
+    listen.client")."""
+    for _ in range(1000):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _handed_out_ports:
+            _handed_out_ports.add(port)
+            return port
+    raise RuntimeError("no free port that was not handed out before")
 
 
 class Daemon:

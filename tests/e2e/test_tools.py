@@ -64,6 +64,14 @@ class Tools(DaemonTest):
 
 
 
+class Ports(unittest.TestCase):
+    """free_port(): a daemon given one port for two listeners refuses to start."""
+
+    def test_free_ports_are_never_handed_out_twice(self):
+        ports = [free_port() for _ in range(300)]
+        self.assertEqual(len(set(ports)), len(ports))
+
+
 class Harness(unittest.TestCase):
     """The harness itself: a test process leaves no database behind on the cluster."""
 
