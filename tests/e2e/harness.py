@@ -74,16 +74,33 @@ def fresh_db():
 _handed_out_ports = set()
 
 
+def _port_range():
+    """Ports below the kernel's ephemeral range (which it hands out for bind(0) and for
+    outgoing connections, recently freed ones again soon): [10000, its low end)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    return (10000, low) if low >= 12000 else None
+
+
 def free_port():
-    """A port nothing listens on now, and never one this process was given before: the
-    kernel may hand out a just-closed ephemeral port again, and a daemon given the same
-    port for two listeners refuses to start (seen in CI: "listen.http: same address as
-    listen.client")."""
+    """A port nothing listens on now, and never one this process was given before.
+    Drawn at random below the ephemeral range: bind(0) handed out the same just-closed
+    port again (3-6 times in 300 calls), so one daemon got one port for two listeners
+    ("listen.http: same address as listen.client", seen in CI), and two test processes
+    running side by side (ctest -j2) would draw the same few recent ports too."""
+    rng = _port_range()
     for _ in range(1000):
         s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
+        try:
+            s.bind(("127.0.0.1", secrets.randbelow(rng[1] - rng[0]) + rng[0] if rng else 0))
+            port = s.getsockname()[1]
+        except OSError:
+            continue
+        finally:
+            s.close()
         if port not in _handed_out_ports:
             _handed_out_ports.add(port)
             return port
