@@ -47,9 +47,8 @@ struct preroute {
 	int64_t rt_id; /* the router's offer id */
 	int64_t agent;
 	int64_t expires_at_ms;
-	bool gone;	      /* the router revoked it meanwhile (the stand-in is gone) */
-	char revoke_wire[16]; /* then: why */
-	char revoke_decision[16];
+	bool gone;		       /* the router revoked it meanwhile (the stand-in is gone) */
+	enum router_revoke_reason why; /* then: why */
 };
 
 struct routing {
@@ -280,6 +279,14 @@ static void send_offer(struct routing *r, struct offer_link *l)
 	}
 }
 
+/* L is being revoked for WHY: the reason sent to its agent and the decision recorded. */
+static void link_revoking(struct offer_link *l, enum router_revoke_reason why)
+{
+	snprintf(l->revoke_wire, sizeof(l->revoke_wire), "%s", router_revoke_reason_wire(why));
+	snprintf(l->revoke_decision, sizeof(l->revoke_decision), "%s",
+		 why == ROUTER_REVOKE_TIMEOUT ? "expired" : "revoked");
+}
+
 static void handle_revoke(struct routing *r, const struct router_decision *d)
 {
 	if (d->conversation_id >= PREROUTE_BASE) {
@@ -289,10 +296,7 @@ static void handle_revoke(struct routing *r, const struct router_decision *d)
 		if (pr && !pr->gone && pr->rt_id == d->offer_id) {
 			enum router_error e;
 			pr->gone = true;
-			snprintf(pr->revoke_wire, sizeof(pr->revoke_wire), "%s",
-				 router_revoke_reason_wire(d->revoke_reason));
-			snprintf(pr->revoke_decision, sizeof(pr->revoke_decision), "%s",
-				 d->revoke_reason == ROUTER_REVOKE_TIMEOUT ? "expired" : "revoked");
+			pr->why = d->revoke_reason;
 			router_conversation_remove(r->router, pr->prov, now_ms(), &e);
 		}
 		return;
@@ -300,10 +304,7 @@ static void handle_revoke(struct routing *r, const struct router_decision *d)
 	struct offer_link *l = idmap_get(r->by_rt, d->offer_id);
 	if (!l)
 		return;
-	snprintf(l->revoke_wire, sizeof(l->revoke_wire), "%s",
-		 router_revoke_reason_wire(d->revoke_reason));
-	snprintf(l->revoke_decision, sizeof(l->revoke_decision), "%s",
-		 d->revoke_reason == ROUTER_REVOKE_TIMEOUT ? "expired" : "revoked");
+	link_revoking(l, d->revoke_reason);
 	if (d->revoke_reason == ROUTER_REVOKE_TIMEOUT)
 		r->n_timeouts++;
 	log_info("offer_revoked", "offer=%lld conversation=%lld agent=%lld reason=%s",
@@ -601,11 +602,9 @@ bool routing_preroute_done(struct routing *r, int64_t handle, const json_t *res)
 			log_info("offer_revoked",
 				 "offer=%lld conversation=%lld agent=%lld reason=%s",
 				 (long long)offer, (long long)conv, (long long)pr->agent,
-				 pr->gone ? pr->revoke_decision : "not_routable");
-			snprintf(l->revoke_wire, sizeof(l->revoke_wire), "%s",
-				 pr->gone ? pr->revoke_wire : "cancelled");
-			snprintf(l->revoke_decision, sizeof(l->revoke_decision), "%s",
-				 pr->gone ? pr->revoke_decision : "revoked");
+				 pr->gone ? router_revoke_reason_name(pr->why) : "not_routable");
+			/* not routable: what a closed conversation's offer gets */
+			link_revoking(l, pr->gone ? pr->why : ROUTER_REVOKE_CLOSED);
 			l->rt_id = 0; /* not the router's any more */
 			l->silent = true;
 			record_revoke(r, l);

@@ -15,27 +15,9 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-SANDBOX=${PG_SANDBOX:-$ROOT/scripts/pg-sandbox}
-[[ -x $SANDBOX ]] || { echo "pg-sandbox not found: $SANDBOX" >&2; exit 1; }
-VERBOSE=0
-for a in "$@"; do
-    case $a in
-        -v) VERBOSE=1;;
-        *) echo "usage: $0 [-v]" >&2; exit 2;;
-    esac
-done
-
 # shellcheck source=lib.sh
 source "$ROOT/tests/sql/lib.sh"
-
-SBDIR=$(mktemp -d /tmp/cd-check-events.XXXXXX)
-chmod 755 "$SBDIR"
-# shellcheck disable=SC2317  # invoked by the trap
-cleanup() { "$SANDBOX" stop "$SBDIR" >/dev/null 2>&1 || rm -rf "$SBDIR"; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-sandbox_start 128MB
+sql_check_start events "$@"
 BASE=$CONN
 migrate_daemon_style 0015_events_fast.sql
 

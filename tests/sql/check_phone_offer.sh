@@ -10,28 +10,9 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-SANDBOX=${PG_SANDBOX:-$ROOT/scripts/pg-sandbox}
-[[ -x $SANDBOX ]] || { echo "pg-sandbox not found: $SANDBOX" >&2; exit 1; }
-VERBOSE=0   # read by lib.sh
-export VERBOSE
-for a in "$@"; do
-    case $a in
-        -v) VERBOSE=1;;
-        *) echo "usage: $0 [-v]" >&2; exit 2;;
-    esac
-done
-
 # shellcheck source=lib.sh
 source "$ROOT/tests/sql/lib.sh"
-
-SBDIR=$(mktemp -d /tmp/cd-check-phone-offer.XXXXXX)
-chmod 755 "$SBDIR"
-# shellcheck disable=SC2317  # invoked by the trap
-cleanup() { "$SANDBOX" stop "$SBDIR" >/dev/null 2>&1 || rm -rf "$SBDIR"; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-sandbox_start 128MB
+sql_check_start phone-offer "$@"
 export PGTZ=UTC
 echo "# PostgreSQL: $(q 'SHOW server_version')"
 migrate_daemon_style 0020_phone_offer.sql
@@ -53,7 +34,7 @@ CREATE FUNCTION t_kinds(p_conv bigint) RETURNS text LANGUAGE sql AS $$
     SELECT string_agg(kind, ',' ORDER BY id) FROM conversation_events WHERE conversation_id = p_conv $$;
 SQL
 )
-[[ $out == $'t\nt\nt\nt' ]] && pass "setup" || fail "setup" "$out"
+if [[ $out == $'t\nt\nt\nt' ]]; then pass "setup"; else fail "setup" "$out"; fi
 
 check_eq "a new call with a pick: stored offered, its offer, events and route in one go" \
     "offered|offered|ann|pending|call_queued,enqueued,offered|longest_idle|t" <<'SQL'

@@ -1,7 +1,9 @@
 # lib.sh -- shared by the tests/sql/check_*.sh scripts: PASS/FAIL bookkeeping and psql
-# helpers. The caller sets VERBOSE and, before the first query, CONN.
+# helpers. The caller sets ROOT before sourcing it, VERBOSE (default 0) and, before the
+# first query, CONN (sql_check_start or sandbox_start set it).
 # shellcheck shell=bash
 
+VERBOSE=${VERBOSE:-0}
 PASSES=0
 FAILS=0
 FAILED=()
@@ -68,6 +70,30 @@ check_err() {
 got:  $state [$col] $msg"
     fi
 }
+
+# sql_check_start NAME [ARGS...]  -- the start of a check whose only option is -v: parses
+# ARGS, starts a throwaway cluster (128MB shared buffers) in /tmp/cd-check-NAME.XXXXXX,
+# stopped and removed when the script exits; sets SANDBOX, SBDIR and CONN.
+sql_check_start() {
+    local name=$1 a
+    shift
+    SANDBOX=${PG_SANDBOX:-$ROOT/scripts/pg-sandbox}
+    [[ -x $SANDBOX ]] || { echo "pg-sandbox not found: $SANDBOX" >&2; exit 1; }
+    for a in "$@"; do
+        case $a in
+            -v) VERBOSE=1;;
+            *) echo "usage: $0 [-v]" >&2; exit 2;;
+        esac
+    done
+    SBDIR=$(mktemp -d "/tmp/cd-check-$name.XXXXXX")
+    chmod 755 "$SBDIR"
+    trap sql_check_cleanup EXIT
+    trap 'exit 130' INT TERM
+    sandbox_start 128MB
+}
+
+# shellcheck disable=SC2317  # invoked by the trap
+sql_check_cleanup() { "$SANDBOX" stop "$SBDIR" >/dev/null 2>&1 || rm -rf "$SBDIR"; }
 
 # sandbox_start SHARED_BUFFERS  -- a throwaway cluster in $SBDIR ($SANDBOX; fsync and
 # synchronous_commit off: tests only); sets CONN, or exits when it cannot start.
